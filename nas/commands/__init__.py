@@ -1,0 +1,1 @@
+"""One module per ``srnas`` subcommand; each defines ``register(subparsers)``."""

@@ -1,0 +1,95 @@
+"""The model zoo: one YAML file per reference model, holding its spec, checkpoint import rules and the
+reference numbers it must reproduce (``nas/zoo/<name>.yaml``).
+
+Entry format::
+
+    spec: {...}                       # an architecture spec (nas.spec)
+    checkpoint:                       # optional: the official checkpoint in the reference kit
+      file: rfdn_aim2020_x4.pth       # under <reference>/checkpoints/
+      rename:                         # official key -> our key (nas.checkpoint.rename_keys)
+        - {pattern: '^B(\\d+)\\.', replace: 'body.{1}.', offset: -1}
+    reference:                        # official numbers at 3x256x256 and Set5/Set14 x4 Y-PSNR
+      params: 433448
+      flops: 27102622560              # model_summary convention
+      flops_fvcore: 27046231296
+      activations: 112034240
+      num_conv: 64
+      set5_psnr_y: 32.1589            # absent when no checkpoint exists
+      set14_psnr_y: 28.6451
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..checkpoint import load_weights, read_state_dict, rename_keys
+from ..errors import CheckpointError, SpecError
+from ..paths import reference_dir
+
+ZOO_DIR = Path(__file__).resolve().parent
+
+
+def list_zoo() -> list[str]:
+    """Names of all zoo models."""
+    return sorted(p.stem for p in ZOO_DIR.glob("*.yaml"))
+
+
+@cache
+def _entry(name: str) -> dict[str, Any]:
+    path = ZOO_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise SpecError(f"unknown zoo model {name!r}; known: {', '.join(list_zoo())}")
+    return yaml.safe_load(path.read_text())
+
+
+def zoo_spec(name: str) -> dict[str, Any]:
+    """The architecture spec of a zoo model."""
+    import copy
+
+    return copy.deepcopy(_entry(name)["spec"])
+
+
+def reference_profile(name: str) -> dict[str, Any]:
+    """The official numbers the zoo model must reproduce."""
+    return dict(_entry(name).get("reference", {}))
+
+
+def checkpoint_path(name: str) -> Path | None:
+    """The official checkpoint in the reference kit, or None when the model has none or the kit is absent."""
+    ckpt = _entry(name).get("checkpoint")
+    ref = reference_dir()
+    if not ckpt or not ckpt.get("file") or ref is None:
+        return None
+    path = ref / "checkpoints" / ckpt["file"]
+    return path if path.is_file() else None
+
+
+def import_rules(name: str) -> list[dict[str, Any]]:
+    return list((_entry(name).get("checkpoint") or {}).get("rename", []))
+
+
+def build_zoo_model(name: str, weights: str | Path | None = None, official: bool = False):
+    """Build a zoo model; load ``weights`` (an official or srnas checkpoint) or, with ``official``, the kit's."""
+    from ..network import build
+
+    model = build(zoo_spec(name))
+    if official:
+        weights = checkpoint_path(name)
+        if weights is None:
+            raise CheckpointError(f"no official checkpoint for {name!r} (reference kit absent or model has none)")
+    if weights is not None:
+        import_weights(model, name, weights)
+    return model
+
+
+def import_weights(model, name: str, path: str | Path) -> None:
+    """Load an official checkpoint (renamed by the zoo's rules) or one of our own into ``model``, strictly."""
+    state = read_state_dict(path)
+    own_keys = set(model.state_dict())
+    if not set(state) <= own_keys:
+        state = rename_keys(state, import_rules(name))
+    load_weights(model, state, source=str(path))

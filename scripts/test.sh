@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (once) and run the checks: ruff lint + format check, then the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+.venv/bin/ruff check nas pruning scripts tests
+.venv/bin/ruff format --check nas pruning scripts tests
+.venv/bin/python -m pytest -q "$@"
