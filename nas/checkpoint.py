@@ -56,7 +56,7 @@ def _as_state_dict(data: object, path: Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise CheckpointError(f"{path} holds no tensors (keys: {', '.join(list(map(str, data))[:8])})")
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -80,8 +80,10 @@ def rename_keys(state: Mapping[str, torch.Tensor], rules: Sequence[Mapping]) -> 
 
 def _fill(match: re.Match, template: str, offset: int) -> str:
     groups = [match.group(0), *match.groups()]
-    shifted = [str(int(g) + offset) if g is not None and g.isdigit() and i > 0 else (g or "")
-               for i, g in enumerate(groups)]
+    shifted = [
+        str(int(g) + offset) if g is not None and g.isdigit() and i > 0 else (g or "")
+        for i, g in enumerate(groups)
+    ]
     return template.format(*shifted)
 
 
@@ -92,7 +94,8 @@ def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], source
     unexpected = [k for k in state if k not in expected]
     misshaped = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected if k in state and state[k].shape != expected[k].shape
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
     ]
     if missing or unexpected or misshaped:
         parts = [f"{source} does not match the architecture"]

@@ -24,6 +24,7 @@ written, so bad input gives one ``DataError`` naming the file. Sets whose decode
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -241,8 +242,7 @@ def _check_sizes(name: str, hr: np.ndarray, lr: np.ndarray, lr_path: Path | str,
         if s != scale and got == (h // s, w // s):
             hint = f"; it looks like a x{s} image, not x{scale}"
     raise DataError(
-        f"LR image {lr_path} is {got[1]}x{got[0]}, expected {want[1]}x{want[0]} "
-        f"(HR {name} {w}x{h} // {scale}){hint}"
+        f"LR image {lr_path} is {got[1]}x{got[0]}, expected {want[1]}x{want[0]} (HR {name} {w}x{h} // {scale}){hint}"
     )
 
 
@@ -252,12 +252,28 @@ def _load_checked(name: str, hr_path: Path, lr_path: Path, scale: int) -> Pair:
     return Pair(name, lr, modcrop(hr, scale))
 
 
-def _map_threads(fn, items: list) -> list:
+def _imap(fn, items: list) -> Iterator:
+    """``map(fn, items)`` in order, on a few threads (PIL decodes without the GIL)."""
     workers = min(8, os.cpu_count() or 1, max(1, len(items)))
     if workers == 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(workers) as pool:  # PIL decodes without the GIL
-        return list(pool.map(fn, items))
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(workers)
+    try:
+        yield from pool.map(fn, items)
+    finally:  # on a bad file, do not decode the rest
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Budget:
+    """Keeps decoded pairs while their total size fits ``memory_bytes``."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        self.left = memory_bytes
+
+    def keep(self, pair: Pair) -> Pair | None:
+        self.left -= pair.lr.nbytes + pair.hr.nbytes
+        return pair if self.left >= 0 else None
 
 
 def _open_folder(hr_dir: Path, lr_dir: Path | None, scale: int, memory_bytes: int) -> PairedImages:
@@ -267,37 +283,36 @@ def _open_folder(hr_dir: Path, lr_dir: Path | None, scale: int, memory_bytes: in
         if f.stem in stems:
             raise DataError(f"two HR images share the name {f.stem}: {stems[f.stem]} and {f}")
         stems[f.stem] = f
+    budget = _Budget(memory_bytes)
     if lr_dir is not None:
         lr_files = [_lr_file(lr_dir, f.stem, scale) for f in files]
-        pairs = _map_threads(lambda fl: _load_checked(fl[0].stem, fl[0], fl[1], scale), list(zip(files, lr_files)))
-        return PairedImages(str(hr_dir), scale, _entries(pairs, files, lr_files, memory_bytes))
+        file_pairs = list(zip(files, lr_files, strict=True))
+        loaded = _imap(lambda fl: _load_checked(fl[0].stem, fl[0], fl[1], scale), file_pairs)
+        entries = [
+            _Entry(p.name, hf, lf, p.lr.shape[:2], budget.keep(p))
+            for p, (hf, lf) in zip(loaded, file_pairs, strict=True)
+        ]
+        return PairedImages(str(hr_dir), scale, entries)
 
-    # Generated LR: check every HR image (and reuse fresh cached LR files) before writing anything.
-    cache = _lr_cache_dir(hr_dir, scale)
-    hrs = _map_threads(read_image, files)
-    for f, hr in zip(files, hrs):
+    # Generated LR: decode and check every HR image before writing anything.
+    kept: list[np.ndarray | None] = []
+    for f, hr in zip(files, _imap(read_image, files), strict=True):
         if min(hr.shape[:2]) < scale:
             raise DataError(f"HR image {f} ({hr.shape[1]}x{hr.shape[0]}) is smaller than the scale {scale}")
-    pairs, lr_files = [], []
-    for f, hr in zip(files, hrs):
+        kept.append(hr if budget.keep(Pair(f.stem, hr[:0], hr)) is not None else None)
+    cache, budget = _lr_cache_dir(hr_dir, scale), _Budget(memory_bytes)
+    entries = []
+    for f, hr in zip(files, kept, strict=True):
+        hr = read_image(f) if hr is None else hr
         lr_path, lr = cache / f"{f.stem}x{scale}.png", None
         if lr_path.is_file() and lr_path.stat().st_mtime >= f.stat().st_mtime:
             lr = _read_cached(lr_path, hr, scale)
         if lr is None:
             lr = downscale(hr, scale)
             lr_path = _write_cache(lr_path, lr, hr_dir, f, scale)
-        pairs.append(Pair(f.stem, lr, modcrop(hr, scale)))
-        lr_files.append(lr_path)
-    return PairedImages(str(hr_dir), scale, _entries(pairs, files, lr_files, memory_bytes))
-
-
-def _entries(pairs: list[Pair], hr_files: list[Path], lr_files: list[Path], memory_bytes: int) -> list[_Entry]:
-    entries, used = [], 0
-    for p, hf, lf in zip(pairs, hr_files, lr_files):
-        used += p.lr.nbytes + p.hr.nbytes
-        keep = p if used <= memory_bytes else None
-        entries.append(_Entry(p.name, hf, lf, p.lr.shape[:2], keep))
-    return entries
+        pair = Pair(f.stem, lr, modcrop(hr, scale))
+        entries.append(_Entry(f.stem, f, lr_path, lr.shape[:2], budget.keep(pair)))
+    return PairedImages(str(hr_dir), scale, entries)
 
 
 def _read_cached(path: Path, hr: np.ndarray, scale: int) -> np.ndarray | None:
@@ -357,7 +372,8 @@ def embedded_image(name: str) -> np.ndarray:
         else:
             image = getattr(skimage.data, name)()
     except Exception as exc:  # missing file or optional download: the message names the image
-        raise DataError(f"embedded image {name!r} is not available in scikit-image {skimage.__version__}: {exc}")
+        version = skimage.__version__
+        raise DataError(f"embedded image {name!r} is not available in scikit-image {version}: {exc}") from exc
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[:, :, :3])
 
 
@@ -368,10 +384,8 @@ def _embedded_pair(name: str, scale: int) -> Pair:
     lr = _read_cached(path, hr, scale) if path.is_file() else None
     if lr is None:
         lr = downscale(hr, scale)
-        try:
+        with contextlib.suppress(OSError):  # no cache: the pair still lives in memory for this process
             write_image(path, lr)
-        except OSError:
-            pass  # no cache: the pair still lives in memory for this process
     hr.setflags(write=False)
     lr.setflags(write=False)
     return Pair(name, lr, hr)
@@ -379,7 +393,8 @@ def _embedded_pair(name: str, scale: int) -> Pair:
 
 def _embedded(split: str, scale: int) -> PairedImages:
     pairs = [_embedded_pair(n, scale) for n in EMBEDDED_SPLITS[split]]
-    return PairedImages(f"{EMBEDDED}:{split}", scale, [_Entry(p.name, None, None, p.lr.shape[:2], p) for p in pairs])
+    entries = [_Entry(p.name, None, None, p.lr.shape[:2], p) for p in pairs]
+    return PairedImages(f"{EMBEDDED}:{split}", scale, entries)
 
 
 # ----------------------------------------------------------------------------- patches
@@ -404,12 +419,10 @@ class PatchBatches(torch.utils.data.Dataset):
     def __init__(self, data: PairedImages, batch_size: int, patch_size: int, seed: int) -> None:
         if len(data) == 0:
             raise DataError(f"no training images in {data.source}")
-        small = [(n, s) for n, s in zip(data.names, data.lr_shapes) if min(s) < patch_size]
+        small = [(n, s) for n, s in zip(data.names, data.lr_shapes, strict=True) if min(s) < patch_size]
         if small:
             name, (h, w) = small[0]
-            raise DataError(
-                f"LR image {name} in {data.source} is {w}x{h}, smaller than the LR patch size {patch_size}"
-            )
+            raise DataError(f"LR image {name} in {data.source} is {w}x{h}, smaller than the LR patch size {patch_size}")
         self.data, self.batch_size, self.patch_size, self.seed = data, batch_size, patch_size, seed
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -435,7 +448,7 @@ class PatchBatches(torch.utils.data.Dataset):
         loader = torch.utils.data.DataLoader(
             self, batch_size=None, sampler=range(start, stop), num_workers=num_workers, pin_memory=pin_memory
         )
-        yield from ((step, lr, hr) for step, (lr, hr) in zip(range(start, stop), loader))
+        yield from ((step, lr, hr) for step, (lr, hr) in zip(range(start, stop), loader, strict=True))
 
 
 def _batch_tensor(patches: list[np.ndarray]) -> torch.Tensor:

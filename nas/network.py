@@ -32,12 +32,11 @@ class SRNet(nn.Module):
         self.global_skip = spec["global_skip"]
         self.body_skip = spec["body_skip"]
         self.head = HEADS.build(spec["head"], in_channels=spec["in_channels"], channels=width)
-        self.body = nn.ModuleList(
-            _build_block(i, cfg, width) for i, cfg in enumerate(spec["blocks"])
-        )
+        self.body = nn.ModuleList(_build_block(i, cfg, width) for i, cfg in enumerate(spec["blocks"]))
         self.fusion = (
             FUSIONS.build(spec["fusion"], channels=width, num_blocks=len(spec["blocks"]))
-            if spec["fusion"] else None
+            if spec["fusion"]
+            else None
         )
         self.body_conv = conv(width, width, 3) if spec["body_conv"] else None
         self.upsampler = UPSAMPLERS.build(

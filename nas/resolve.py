@@ -23,7 +23,7 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 class LoadedModel:
     model: nn.Module
     spec: dict[str, Any]
-    source: str                 # "zoo:<name>", a spec path or a model folder
+    source: str  # "zoo:<name>", a spec path or a model folder
     zoo_name: str | None = None
     weights: str | None = None  # the file the weights came from, None for random init
 

@@ -9,11 +9,11 @@ from nas.network import build
 from nas.registry import Registry
 from nas.spec import load_spec, normalize_spec, save_spec
 
-TINY = {"width": 8, "blocks": [{"type": "rfdb"}], "scale": 2}
+TINY = {"width": 8, "blocks": [{"type": "residual"}], "scale": 2}
 
 
 def test_defaults_filled_and_input_not_mutated():
-    spec = {"width": 8, "blocks": [{"type": "rfdb"}]}
+    spec = {"width": 8, "blocks": [{"type": "residual"}]}
     out = normalize_spec(spec)
     assert out["scale"] == 4 and out["global_skip"] == "none" and out["fusion"] is None
     assert "scale" not in spec
@@ -23,7 +23,7 @@ def test_defaults_filled_and_input_not_mutated():
     ("bad", "fragment"),
     [
         ({"width": 8}, "'blocks'"),
-        ({"blocks": [{"type": "rfdb"}]}, "'width'"),
+        ({"blocks": [{"type": "residual"}]}, "'width'"),
         ({**TINY, "widht": 3}, "unknown spec key(s) 'widht'"),
         ({**TINY, "width": 0}, "'width' must be a positive integer"),
         ({**TINY, "width": True}, "'width' must be a positive integer"),
@@ -43,10 +43,10 @@ def test_bad_specs_name_the_problem(bad, fragment):
 
 
 def test_unknown_block_and_option_are_clear_errors():
-    with pytest.raises(SpecError, match=r"blocks\[0\]: unknown block 'transformer'; known: .*rfdb"):
+    with pytest.raises(SpecError, match=r"blocks\[0\]: unknown block 'transformer'; known: .*residual"):
         build({**TINY, "blocks": [{"type": "transformer"}]})
-    with pytest.raises(SpecError, match=r"blocks\[0\]: block 'rfdb': unknown option\(s\) 'colour'"):
-        build({**TINY, "blocks": [{"type": "rfdb", "colour": 1}]})
+    with pytest.raises(SpecError, match=r"blocks\[0\]: block 'residual': unknown option\(s\) 'colour'"):
+        build({**TINY, "blocks": [{"type": "residual", "colour": 1}]})
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
@@ -78,7 +78,9 @@ def test_load_spec_errors(tmp_path):
 @pytest.mark.parametrize("skip", ["none", "bilinear", "bicubic", "repeat"])
 @pytest.mark.parametrize("input_range", [1, 255])
 def test_forward_shapes_for_every_global_skip(skip, input_range):
-    model = build({**TINY, "global_skip": skip, "input_range": input_range, "body_conv": True, "body_skip": True})
+    model = build(
+        {**TINY, "global_skip": skip, "input_range": input_range, "body_conv": True, "body_skip": True}
+    )
     out = model(torch.rand(1, 3, 6, 7))
     assert out.shape == (1, 3, 12, 14)
 

@@ -12,11 +12,27 @@ from ..registry import FUSIONS, HEADS, UPSAMPLERS
 ACTIVATIONS = ("relu", "lrelu", "relu6", "prelu", "silu", "gelu", "sigmoid")
 
 
-def conv(in_channels: int, out_channels: int, kernel_size: int = 3, *, bias: bool = True, groups: int = 1,
-         stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+def conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 3,
+    *,
+    bias: bool = True,
+    groups: int = 1,
+    stride: int = 1,
+    dilation: int = 1,
+) -> nn.Conv2d:
     """A 'same'-padded convolution (padding = dilation * (k - 1) / 2)."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                     padding=dilation * (kernel_size - 1) // 2, bias=bias, groups=groups, dilation=dilation)
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=dilation * (kernel_size - 1) // 2,
+        bias=bias,
+        groups=groups,
+        dilation=dilation,
+    )
 
 
 def activation(name: str | None, *, negative_slope: float = 0.05, channels: int = 1) -> nn.Module:
@@ -49,8 +65,14 @@ class ConvHead(nn.Module):
         act: activation after the conv (MSRResNet uses ``lrelu`` with slope 0.1), or None.
     """
 
-    def __init__(self, in_channels: int, channels: int, kernel_size: int = 3, act: str | None = None,
-                 negative_slope: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        kernel_size: int = 3,
+        act: str | None = None,
+        negative_slope: float = 0.1,
+    ) -> None:
         super().__init__()
         self.conv = conv(in_channels, channels, kernel_size)
         self.act = activation(act, negative_slope=negative_slope, channels=channels)
@@ -63,7 +85,9 @@ class ConvHead(nn.Module):
 class ConcatFusion(nn.Module):
     """Global feature aggregation (RFDN/IMDN): concat every block output, 1x1 conv back to the width, activation."""
 
-    def __init__(self, channels: int, num_blocks: int, act: str | None = "lrelu", negative_slope: float = 0.05) -> None:
+    def __init__(
+        self, channels: int, num_blocks: int, act: str | None = "lrelu", negative_slope: float = 0.05
+    ) -> None:
         super().__init__()
         self.conv = conv(channels * num_blocks, channels, 1)
         self.act = activation(act, negative_slope=negative_slope, channels=channels)

@@ -25,29 +25,44 @@ from .residual import norm_layer
 
 @BLOCKS.register("inverted_residual")
 class InvertedResidual(nn.Module):
-    """Args:
-    channels: block input/output width.
-    expand_ratio: hidden width = ``round(channels * expand_ratio)`` (e.g. 3 or 6).
-    hidden: explicit hidden width (overrides ``expand_ratio``; what the pruner writes).
-    kernel_size: depthwise conv size.
-    norm: ``bn`` (BatchNorm2d after each conv) or ``none``.
-    act: activation module after the expansion and the depthwise conv (``relu6``, ``lrelu``, ...).
-    negative_slope: LeakyReLU slope for ``act: lrelu``.
-    bias: conv biases (default: only without norm).
+    """expand 1x1 -> [BN] -> act -> depthwise -> [BN] -> act -> project 1x1 -> [BN] -> + x.
+
+    Args:
+        channels: block input/output width.
+        expand_ratio: hidden width = ``round(channels * expand_ratio)`` (e.g. 3 or 6).
+        hidden: explicit hidden width (overrides ``expand_ratio``; what the pruner writes).
+        kernel_size: depthwise conv size.
+        norm: ``bn`` (BatchNorm2d after each conv) or ``none``.
+        act: activation module after the expansion and the depthwise conv (``relu6``, ``lrelu``, ...).
+        negative_slope: LeakyReLU slope for ``act: lrelu``.
+        bias: conv biases (default: only without norm).
     """
 
-    def __init__(self, channels: int, expand_ratio: float = 6, hidden: int | None = None, kernel_size: int = 3,
-                 norm: str = "bn", act: str = "relu6", negative_slope: float = 0.2, bias: bool | None = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        expand_ratio: float = 6,
+        hidden: int | None = None,
+        kernel_size: int = 3,
+        norm: str = "bn",
+        act: str = "relu6",
+        negative_slope: float = 0.2,
+        bias: bool | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, int | float) or expand_ratio <= 0:
-            raise SpecError(f"inverted_residual: expand_ratio must be a positive number, got {expand_ratio!r}")
+            raise SpecError(
+                f"inverted_residual: expand_ratio must be a positive number, got {expand_ratio!r}"
+            )
         hidden = round(channels * expand_ratio) if hidden is None else hidden
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0:
             raise SpecError(f"inverted_residual: hidden must be a positive integer, got {hidden!r}")
         expand = expand_ratio != 1
         if not expand and hidden != channels:
-            raise SpecError(f"inverted_residual: expand_ratio 1 has no expansion conv, so hidden must equal "
-                            f"channels ({channels}), got {hidden}")
+            raise SpecError(
+                f"inverted_residual: expand_ratio 1 has no expansion conv, so hidden must equal "
+                f"channels ({channels}), got {hidden}"
+            )
         bias = norm == "none" if bias is None else bias
         self.hidden = hidden
         layers: list[nn.Module] = []

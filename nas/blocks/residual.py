@@ -57,13 +57,23 @@ class ResidualBlock(nn.Module):
         functional: apply the activation functionally (relu, lrelu, relu6 only) instead of as a module.
     """
 
-    def __init__(self, channels: int, mid_channels: int | None = None, kernel_size: int = 3, norm: str = "none",
-                 act: str = "relu", negative_slope: float = 0.2, functional: bool = True) -> None:
+    def __init__(
+        self,
+        channels: int,
+        mid_channels: int | None = None,
+        kernel_size: int = 3,
+        norm: str = "none",
+        act: str = "relu",
+        negative_slope: float = 0.2,
+        functional: bool = True,
+    ) -> None:
         super().__init__()
         mid = channels if mid_channels is None else mid_channels
         if functional and act not in FUNCTIONAL_ACTS:
-            raise SpecError(f"residual: functional activation must be one of {', '.join(FUNCTIONAL_ACTS)}, "
-                            f"got {act!r} (use functional: false)")
+            raise SpecError(
+                f"residual: functional activation must be one of {', '.join(FUNCTIONAL_ACTS)}, "
+                f"got {act!r} (use functional: false)"
+            )
         self.conv1 = conv(channels, mid, kernel_size)
         self.bn1 = norm_layer(norm, mid)
         self.act_name, self.negative_slope, self.functional = act, negative_slope, functional

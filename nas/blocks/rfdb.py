@@ -36,7 +36,7 @@ class RFDB(nn.Module):
     def __init__(self, channels: int, distilled: int | None = None, esa_channels: int | None = None,
                  shallow_residual: bool = True, negative_slope: float = 0.05) -> None:
         super().__init__()
-        dc = channels // 2 if distilled is None else distilled
+        dc = max(1, channels // 2) if distilled is None else distilled
         if dc <= 0:
             raise SpecError(f"rfdb: distilled must be positive, got {dc}")
         self.shallow_residual = shallow_residual
@@ -49,7 +49,7 @@ class RFDB(nn.Module):
         self.c4 = conv(channels, dc, 3)
         self.act = nn.LeakyReLU(negative_slope, inplace=True)
         self.c5 = conv(dc * 4, channels, 1)
-        self.esa = ESA(channels, channels // 4 if esa_channels is None else esa_channels, "rfdn")
+        self.esa = ESA(channels, max(1, channels // 4) if esa_channels is None else esa_channels, "rfdn")
 
     def _refine(self, layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         out = layer(x)

@@ -13,8 +13,12 @@ from ..errors import SrnasError
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, weights_required: bool = False) -> None:
-    parser.add_argument("model", metavar="MODEL", help="zoo name (see `srnas zoo`), spec file (.yaml/.json) or model folder")
-    parser.add_argument("--weights", required=weights_required, help="checkpoint: official .pth/.pt or srnas .safetensors")
+    parser.add_argument(
+        "model", metavar="MODEL", help="zoo name (see `srnas zoo`), spec file (.yaml/.json) or model folder"
+    )
+    parser.add_argument(
+        "--weights", required=weights_required, help="checkpoint: official .pth/.pt or srnas .safetensors"
+    )
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:

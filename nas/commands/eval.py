@@ -15,7 +15,9 @@ def register(sub) -> None:
     )
     add_model_args(p)
     p.add_argument("--hr", required=True, help="folder of HR images")
-    p.add_argument("--lr", help="folder of LR images (<name>x<scale>.png or <name>.png); default: downscale HR")
+    p.add_argument(
+        "--lr", help="folder of LR images (<name>x<scale>.png or <name>.png); default: downscale HR"
+    )
     p.add_argument("--no-ssim", action="store_true", help="skip SSIM (faster)")
     add_device_arg(p)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -28,8 +30,9 @@ def run(args) -> int:
     device = resolve_device(args.device)
     loaded = load_model(args.model, args.weights)
     scale = loaded.spec["scale"]
-    result = evaluate_folder(loaded.model, args.hr, args.lr, scale, device=device, ssim=not args.no_ssim,
-                             progress=not args.json)
+    result = evaluate_folder(
+        loaded.model, args.hr, args.lr, scale, device=device, ssim=not args.no_ssim, progress=not args.json
+    )
     result.update(model=loaded.source, weights=loaded.weights, scale=scale, lr=args.lr or "bicubic (MATLAB)")
     if args.json:
         print_json(result)
