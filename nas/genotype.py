@@ -8,7 +8,7 @@ abbreviated options)::
         | upsampler + scale | global skip (omitted when none)
 
 Any block ``type`` works: known types get a short name (``BLOCK_NAMES``), options a short key (``KEY_NAMES``,
-else the initials of the key's words) and their value: ``e6``, ``k5``, ``bn``, ``lrelu``, ``ns0.2``, ``cca``
+else the initials of a multi-word key) and their value: ``e6``, ``k5``, ``bn``, ``lrelu``, ``ns0.2``, ``cca``
 (true), ``nosr`` (false). The spec itself stays the authority; a genotype is for reading, not parsing.
 """
 
@@ -17,24 +17,51 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .spec import DEFAULTS
+
 BLOCK_NAMES = {
-    "residual": "res", "inverted_residual": "ir", "rfdb": "rfdb", "rlfb": "rlfb", "scpa": "scpa",
-    "spab": "spab", "imdb": "imdb", "lattice": "lat",
+    "residual": "res",
+    "inverted_residual": "ir",
+    "rfdb": "rfdb",
+    "rlfb": "rlfb",
+    "scpa": "scpa",
+    "spab": "spab",
+    "imdb": "imdb",
+    "lattice": "lat",
 }
 FUSION_NAMES = {"concat": "cat", "bfm": "bfm", "span_cat": "spancat"}
 UPSAMPLER_NAMES = {"pixelshuffle": "ps", "pixelshuffle_steps": "pss", "upa": "upa", "lattice_tail": "lattail"}
 HEAD_NAMES = {"conv": "conv", "lattice": "lat", "span": "span"}
 KEY_NAMES = {
-    "expand_ratio": "e", "kernel_size": "k", "mid_channels": "m", "mid": "m", "hidden": "h", "distilled": "dc",
-    "esa_channels": "esa", "branch": "b", "negative_slope": "ns", "cc_channels": "cc", "up_channels": "u",
-    "shallow_residual": "sr", "functional": "fn", "bias": "bias", "cca": "cca", "act": "act", "norm": "norm",
-    "rgb_range": "rgb", "img_range": "img", "outputs": "o", "extras": "x",
+    "expand_ratio": "e",
+    "kernel_size": "k",
+    "mid_channels": "m",
+    "mid": "m",
+    "hidden": "h",
+    "distilled": "dc",
+    "esa_channels": "esa",
+    "branch": "b",
+    "negative_slope": "ns",
+    "cc_channels": "cc",
+    "up_channels": "u",
+    "shallow_residual": "sr",
+    "functional": "fn",
+    "bias": "bias",
+    "cca": "cca",
+    "act": "act",
+    "norm": "norm",
+    "rgb_range": "rgb",
+    "img_range": "img",
+    "outputs": "o",
+    "extras": "x",
 }
 VALUE_KEYS = {"act", "norm"}  # options shown by their value alone (``bn``, ``lrelu``)
 
 
 def _key(name: str) -> str:
-    return KEY_NAMES.get(name) or "".join(part[:1] for part in str(name).split("_") if part) or str(name)
+    """KEY_NAMES, else the initials of a multi-word key (``some_option`` -> ``so``), else the key itself."""
+    parts = [p for p in str(name).split("_") if p]
+    return KEY_NAMES.get(name) or ("".join(p[0] for p in parts) if len(parts) > 1 else str(name))
 
 
 def _value(value: Any) -> str:
@@ -84,7 +111,9 @@ def _runs(tokens: list[str]) -> list[str]:
 
 
 def genotype(spec: Mapping[str, Any]) -> str:
-    """A compact readable string for ``spec`` (see the module docstring); robust to unknown types."""
+    """A compact readable string for ``spec`` (see the module docstring); robust to unknown types.
+    Keys the spec leaves out take their ``nas.spec.DEFAULTS``."""
+    spec = {**DEFAULTS, **spec}
     blocks = spec.get("blocks") or []
     first = f"w{spec.get('width', '?')} d{len(blocks)}"
     head = spec.get("head") or {"type": "conv"}
@@ -110,14 +139,16 @@ def _options(cfg: Mapping[str, Any]) -> str:
 def diagram(spec: Mapping[str, Any]) -> str:
     """A text block diagram: input -> head -> blocks -> fusion -> body conv/skip -> upsampler -> output,
     with the channel widths at each step."""
+    spec = {**DEFAULTS, **spec}
     width, scale = spec.get("width", "?"), spec.get("scale", "?")
     cin, cout = spec.get("in_channels", 3), spec.get("out_channels", 3)
     blocks = spec.get("blocks") or []
     rows: list[tuple[str, str, str]] = [("input", f"LR image, x{scale}", f"{cin}ch")]
     rows.append(("head", _options(spec.get("head") or {"type": "conv"}), f"{cin} -> {width}"))
     for i, block in enumerate(blocks):
-        rows.append((f"block {i + 1}", _options(block) if isinstance(block, Mapping) else str(block),
-                     f"{width} -> {width}"))
+        rows.append(
+            (f"block {i + 1}", _options(block) if isinstance(block, Mapping) else str(block), f"{width} -> {width}")
+        )
     fusion = spec.get("fusion")
     if fusion:
         rows.append(("fusion", _options(fusion), f"{len(blocks)}x{width} -> {width}"))
@@ -125,8 +156,9 @@ def diagram(spec: Mapping[str, Any]) -> str:
         rows.append(("body_conv", "conv 3x3", f"{width} -> {width}"))
     if spec.get("body_skip"):
         rows.append(("body_skip", "+ head output", f"{width}"))
-    rows.append(("upsampler", f"{_options(spec.get('upsampler') or {'type': 'pixelshuffle'})} x{scale}",
-                 f"{width} -> {cout}"))
+    rows.append(
+        ("upsampler", f"{_options(spec.get('upsampler') or {'type': 'pixelshuffle'})} x{scale}", f"{width} -> {cout}")
+    )
     skip = spec.get("global_skip", "none")
     if skip and skip != "none":
         rows.append(("global_skip", f"+ {skip} x{scale} of the input", f"{cout}"))

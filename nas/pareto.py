@@ -57,10 +57,10 @@ def _non_dominated_min(points: np.ndarray, block: int = 512) -> np.ndarray:
     n = len(points)
     keep = np.ones(n, dtype=bool)
     for start in range(0, n, block):
-        p = points[start:start + block, None, :]          # (b, 1, d): candidates
-        q = points[None, :, :]                             # (1, n, d): possible dominators
+        p = points[start : start + block, None, :]  # (b, 1, d): candidates
+        q = points[None, :, :]  # (1, n, d): possible dominators
         dominated = (np.all(q <= p, axis=2) & np.any(q < p, axis=2)).any(axis=1)
-        keep[start:start + block] = ~dominated
+        keep[start : start + block] = ~dominated
     return keep
 
 
@@ -86,9 +86,11 @@ def reference_point(
     """The default hypervolume reference: per objective the worst value of all ``points`` (one array or
     several, e.g. one per run) moved out by ``margin`` times the objective's range (or times its magnitude, or
     by ``margin``, when the range is zero). Non-finite values are ignored."""
-    arrays = [np.asarray(points, dtype=float)] if isinstance(points, np.ndarray) else [
-        np.asarray(p, dtype=float).reshape(-1, len(directions)) for p in points
-    ]
+    arrays = (
+        [np.asarray(points, dtype=float)]
+        if isinstance(points, np.ndarray)
+        else [np.asarray(p, dtype=float).reshape(-1, len(directions)) for p in points]
+    )
     allp = np.concatenate([a.reshape(-1, len(directions)) for a in arrays]) if arrays else np.empty((0, 0))
     allp = allp[np.isfinite(allp).all(axis=1)] if allp.size else allp
     if allp.size == 0:
@@ -124,7 +126,7 @@ def _hv(loss: np.ndarray, ref: np.ndarray) -> float:
     if d == 1:
         return float(ref[0] - loss[:, 0].min())
     if d == 2:
-        order = np.lexsort((loss[:, 1], loss[:, 0]))   # by f1, then f2
+        order = np.lexsort((loss[:, 1], loss[:, 0]))  # by f1, then f2
         total, best_f2 = 0.0, ref[1]
         for f1, f2 in loss[order]:
             if f2 < best_f2:

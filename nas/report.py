@@ -34,8 +34,12 @@ AXES: dict[str, tuple[str, float]] = {
     "num_conv": ("#conv", 1.0),
 }
 TABLE = [  # (column, header, format) of front tables
-    ("psnr", "PSNR", "{:.3f}"), ("runtime_ms", "runtime ms", "{:.2f}"), ("activations", "acts M", "{:.2f}"),
-    ("params", "params K", "{:.1f}"), ("flops", "FLOPs G", "{:.2f}"), ("num_conv", "#conv", "{:.0f}"),
+    ("psnr", "PSNR", "{:.3f}"),
+    ("runtime_ms", "runtime ms", "{:.2f}"),
+    ("activations", "acts M", "{:.2f}"),
+    ("params", "params K", "{:.1f}"),
+    ("flops", "FLOPs G", "{:.2f}"),
+    ("num_conv", "#conv", "{:.0f}"),
 ]
 
 
@@ -71,8 +75,9 @@ def row_spec(row: pd.Series) -> dict[str, Any] | None:
     return spec if isinstance(spec, dict) else None
 
 
-def hypervolumes(runs: Sequence[Run], x: str = "runtime_ms", y: str = "psnr",
-                 reference: Sequence[float] | None = None) -> tuple[list[float | None], np.ndarray | None]:
+def hypervolumes(
+    runs: Sequence[Run], x: str = "runtime_ms", y: str = "psnr", reference: Sequence[float] | None = None
+) -> tuple[list[float | None], np.ndarray | None]:
     """Hypervolume of each run's COMPLETE trials in (x, y) against one shared reference point (default:
     ``nas.pareto.reference_point`` over all runs); (None, None) when no run has a finite trial."""
     objectives = {x: direction(x), y: direction(y)}
@@ -113,7 +118,9 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         body.append(cells)
     if markdown:
         lines = ["| " + " | ".join(headers) + " |", "|" + "---:|" * (len(headers) - 1) + "---|"]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+        for cells in body:  # genotype as code (no emphasis from '*'), pipes escaped for the table
+            cells = [*cells[:-1], f"`{cells[-1]}`"]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines)
     widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(headers)]
     fmt_row = lambda cells: "  ".join(  # noqa: E731
@@ -130,9 +137,14 @@ def _use_log(values: np.ndarray) -> bool:
     return len(values) > 1 and values.min() > 0 and values.max() / values.min() > 20
 
 
-def plot_front(runs: Sequence[Run], x: str = "runtime_ms", y: str = "psnr",
-               references: pd.DataFrame | None = None, path: str | Path = "pareto.png",
-               title: str | None = None) -> Path:
+def plot_front(
+    runs: Sequence[Run],
+    x: str = "runtime_ms",
+    y: str = "psnr",
+    references: pd.DataFrame | None = None,
+    path: str | Path = "pareto.png",
+    title: str | None = None,
+) -> Path:
     """A PNG: every COMPLETE trial (dominated ones faded), each run's front as a step line, references as
     labelled stars. Returns ``path``."""
     import matplotlib
@@ -155,8 +167,16 @@ def plot_front(runs: Sequence[Run], x: str = "runtime_ms", y: str = "psnr",
             right = np.nanmax(scaled(x, done[x]))
             ax.step(np.append(fx, right), np.append(fy, fy[-1]), where="post", color=colour, linewidth=1.5)
         hv_text = "" if hv is None else f", HV {hv:.4g}"
-        ax.scatter(fx, fy, s=40, color=colour, edgecolors="black", linewidths=0.6, zorder=3,
-                   label=f"{name}: {len(front)} on front / {len(done)} complete{hv_text}")
+        ax.scatter(
+            fx,
+            fy,
+            s=40,
+            color=colour,
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+            label=f"{name}: {len(front)} on front / {len(done)} complete{hv_text}",
+        )
     if references is not None and len(references):
         rx, ry = scaled(x, references[x]), scaled(y, references[y])
         all_x.append(rx)
@@ -176,8 +196,10 @@ def plot_front(runs: Sequence[Run], x: str = "runtime_ms", y: str = "psnr",
 
 
 def _hover(name: str, row: pd.Series, on_front: bool) -> str:
-    lines = [f"<b>{html.escape(name)} trial {int(row['trial'])}</b>{' (Pareto)' if on_front else ''}",
-             html.escape(row_genotype(row))]
+    lines = [
+        f"<b>{html.escape(name)} trial {int(row['trial'])}</b>{' (Pareto)' if on_front else ''}",
+        html.escape(row_genotype(row)),
+    ]
     for col, header, fmt in TABLE:
         value = pd.to_numeric(row.get(col), errors="coerce")
         if not pd.isna(value):
@@ -194,9 +216,14 @@ def _hover(name: str, row: pd.Series, on_front: bool) -> str:
     return "<br>".join(lines)
 
 
-def html_front(runs: Sequence[Run], x: str = "runtime_ms", y: str = "psnr",
-               references: pd.DataFrame | None = None, path: str | Path = "pareto.html",
-               title: str | None = None) -> Path:
+def html_front(
+    runs: Sequence[Run],
+    x: str = "runtime_ms",
+    y: str = "psnr",
+    references: pd.DataFrame | None = None,
+    path: str | Path = "pareto.html",
+    title: str | None = None,
+) -> Path:
     """An interactive plotly page (plotly.js embedded, opens offline); hovering a trial shows its genotype,
     metrics and spec. Returns ``path``."""
     import plotly.graph_objects as go
@@ -210,34 +237,54 @@ def html_front(runs: Sequence[Run], x: str = "runtime_ms", y: str = "psnr",
         front = run.front(x, y)
         rest = done.drop(front.index)
         for part, is_front in ((rest, False), (front, True)):
-            fig.add_trace(go.Scatter(
-                x=scaled(x, part[x]), y=scaled(y, part[y]),
-                mode="lines+markers" if is_front else "markers",
-                line={"shape": "hv", "color": colour}, legendgroup=name,
-                marker={"color": colour, "size": 10 if is_front else 7, "opacity": 1.0 if is_front else 0.3,
-                        "line": {"width": 1 if is_front else 0, "color": "black"}},
-                name=f"{name} front" + ("" if hv is None else f" (HV {hv:.4g})") if is_front else f"{name} trials",
-                text=[_hover(name, r, is_front) for _, r in part.iterrows()],
-                hovertemplate="%{text}<extra></extra>",
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=scaled(x, part[x]),
+                    y=scaled(y, part[y]),
+                    mode="lines+markers" if is_front else "markers",
+                    line={"shape": "hv", "color": colour},
+                    legendgroup=name,
+                    marker={
+                        "color": colour,
+                        "size": 10 if is_front else 7,
+                        "opacity": 1.0 if is_front else 0.3,
+                        "line": {"width": 1 if is_front else 0, "color": "black"},
+                    },
+                    name=f"{name} front" + ("" if hv is None else f" (HV {hv:.4g})") if is_front else f"{name} trials",
+                    text=[_hover(name, r, is_front) for _, r in part.iterrows()],
+                    hovertemplate="%{text}<extra></extra>",
+                )
+            )
     if references is not None and len(references):
-        fig.add_trace(go.Scatter(
-            x=scaled(x, references[x]), y=scaled(y, references[y]), mode="markers+text", name="reference models",
-            text=[str(m) for m in references["model"]], textposition="top right",
-            marker={"symbol": "star", "size": 14, "color": "black"},
-            hovertemplate="<b>%{text}</b><br>" + f"{axis_label(x)}: %{{x}}<br>{axis_label(y)}: %{{y}}<extra></extra>",
-        ))
-    fig.update_layout(title=title or f"Pareto front: {axis_label(y)} vs {axis_label(x)}",
-                      xaxis_title=axis_label(x), yaxis_title=axis_label(y), hoverlabel={"align": "left"},
-                      template="plotly_white")
+        fig.add_trace(
+            go.Scatter(
+                x=scaled(x, references[x]),
+                y=scaled(y, references[y]),
+                mode="markers+text",
+                name="reference models",
+                text=[str(m) for m in references["model"]],
+                textposition="top right",
+                marker={"symbol": "star", "size": 14, "color": "black"},
+                hovertemplate="<b>%{text}</b><br>"
+                + f"{axis_label(x)}: %{{x}}<br>{axis_label(y)}: %{{y}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title or f"Pareto front: {axis_label(y)} vs {axis_label(x)}",
+        xaxis_title=axis_label(x),
+        yaxis_title=axis_label(y),
+        hoverlabel={"align": "left"},
+        template="plotly_white",
+    )
     return atomic_write(path, fig.to_html(include_plotlyjs=True, full_html=True))
 
 
 # ----------------------------------------------------------------------------------- markdown
 
 
-def versus_references(front: pd.DataFrame, references: pd.DataFrame, x: str = "runtime_ms",
-                      y: str = "psnr") -> list[dict[str, Any]]:
+def versus_references(
+    front: pd.DataFrame, references: pd.DataFrame, x: str = "runtime_ms", y: str = "psnr"
+) -> list[dict[str, Any]]:
     """For each reference: the best front PSNR at no more cost (and its gap in dB), and the cheapest front
     model at no less PSNR (and its cost as a fraction of the reference's)."""
     out = []
@@ -257,23 +304,41 @@ def versus_references(front: pd.DataFrame, references: pd.DataFrame, x: str = "r
 
 
 def _versus_table(rows: list[dict[str, Any]], x: str, y: str) -> str:
-    lines = [f"| reference | {axis_label(x)} | {axis_label(y)} | best front model at <= its cost | "
-             "cheapest front model at >= its PSNR |", "|---|---:|---:|---|---|"]
+    lines = [
+        f"| reference | {axis_label(x)} | {axis_label(y)} | best front model at <= its cost | "
+        "cheapest front model at >= its PSNR |",
+        "|---|---:|---:|---|---|",
+    ]
     for r in rows:
-        best = (f"trial {r['best_trial']}: {r['best_gap_db']:+.3f} dB" if "best_trial" in r else "none that cheap")
+        best = f"trial {r['best_trial']}: {r['best_gap_db']:+.3f} dB" if "best_trial" in r else "none that cheap"
         ratio = r.get("cost_ratio")
-        cheap = (f"trial {r['cheapest_trial']}: {ratio:.2f}x the cost" if "cheapest_trial" in r and ratio is not None
-                 else "none that good")
+        cheap = (
+            f"trial {r['cheapest_trial']}: {ratio:.2f}x the cost"
+            if "cheapest_trial" in r and ratio is not None
+            else "none that good"
+        )
         lines.append(f"| {r['model']} | {float(scaled(x, [r[x]])[0]):.3g} | {r[y]:.3f} | {best} | {cheap} |")
     return "\n".join(lines)
 
 
-def _run_section(run: Run, name: str, hv: float | None, ref_point: np.ndarray | None, x: str, y: str,
-                 references: pd.DataFrame | None, level: str) -> list[str]:
+def _run_section(
+    run: Run,
+    name: str,
+    hv: float | None,
+    ref_point: np.ndarray | None,
+    x: str,
+    y: str,
+    references: pd.DataFrame | None,
+    level: str,
+) -> list[str]:
     status = run.status
-    lines = [f"{level} Run `{name}`", "",
-             f"- folder: `{run.path}`", f"- state: **{run.state}** (started {status.get('started', '?')}, "
-             f"finished {status.get('finished') or '-'})", f"- search space: {run.space or '?'}"]
+    lines = [
+        f"{level} Run `{name}`",
+        "",
+        f"- folder: `{run.path}`",
+        f"- state: **{run.state}** (started {status.get('started', '?')}, finished {status.get('finished') or '-'})",
+        f"- search space: {run.space or '?'}",
+    ]
     devices, sizes = run.conditions()
     lines.append(f"- measured on: {', '.join(devices) or '?'}, input {', '.join(sizes) or '?'}")
     lines += [f"- **warning**: {p}" for p in run.problems]
@@ -288,15 +353,26 @@ def _run_section(run: Run, name: str, hv: float | None, ref_point: np.ndarray | 
         lines.append(f"The search's own pareto.csv (its objectives) lists {len(run.pareto)} models.")
     lines += ["", format_table(table_rows(front), markdown=True) if len(front) else "_no COMPLETE trials_"]
     if references is not None and len(references) and len(front):
-        lines += ["", "Against the reference models (trial PSNR is on the run's validation set, reference PSNR "
-                  "as in results/reference/zoo.csv: compare with care):", "",
-                  _versus_table(versus_references(front, references, x, y), x, y)]
+        lines += [
+            "",
+            "Against the reference models (trial PSNR is on the run's validation set, reference PSNR "
+            "as in results/reference/zoo.csv: compare with care):",
+            "",
+            _versus_table(versus_references(front, references, x, y), x, y),
+        ]
     return lines
 
 
-def write_report(runs: Run | Sequence[Run], path: str | Path | None = None, *, x: str = "runtime_ms",
-                 y: str = "psnr", references: pd.DataFrame | None = None, notes: Sequence[str] = (),
-                 images: Sequence[str] = ("pareto.png", "pareto.html")) -> Path:
+def write_report(
+    runs: Run | Sequence[Run],
+    path: str | Path | None = None,
+    *,
+    x: str = "runtime_ms",
+    y: str = "psnr",
+    references: pd.DataFrame | None = None,
+    notes: Sequence[str] = (),
+    images: Sequence[str] = ("pareto.png", "pareto.html"),
+) -> Path:
     """``report.md``: per run its state, trial counts, front table, hypervolume and the comparison with the
     reference models, then the configuration. ``path`` defaults to ``<run>/report.md`` for one run."""
     runs = [runs] if isinstance(runs, Run) else list(runs)
@@ -311,21 +387,32 @@ def write_report(runs: Run | Sequence[Run], path: str | Path | None = None, *, x
     png, page = images
     lines += [f"![Pareto front]({png})", "", f"Interactive version (hover for specs): [{page}]({page})", ""]
     if len(runs) > 1:
-        lines += ["| run | state | trials | complete | front | hypervolume | best PSNR |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "| run | state | trials | complete | front | hypervolume | best PSNR |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
         for run, name, hv in zip(runs, names, hvs, strict=True):
             done = run.complete_trials()
             best = done[y].max() if len(done) else float("nan")
-            lines.append(f"| {name} | {run.state} | {len(run.trials)} | {len(done)} | {len(run.front(x, y))} | "
-                         f"{'-' if hv is None else f'{hv:.6g}'} | {'-' if pd.isna(best) else f'{best:.3f}'} |")
+            lines.append(
+                f"| {name} | {run.state} | {len(run.trials)} | {len(done)} | {len(run.front(x, y))} | "
+                f"{'-' if hv is None else f'{hv:.6g}'} | {'-' if pd.isna(best) else f'{best:.3f}'} |"
+            )
         lines.append("")
-    if notes:
-        lines += ["Reference models:", ""] + [f"- {n}" for n in notes] + [""]
+    if references is not None or notes:
+        shown = ", ".join(map(str, references["model"])) if references is not None and len(references) else "none"
+        lines += ["Reference models:", "", f"- shown: {shown}"] + [f"- {n}" for n in notes] + [""]
     level = "##"
     for run, name, hv in zip(runs, names, hvs, strict=True):
         lines += _run_section(run, name, hv, ref_point, x, y, references, level) + [""]
     for run, name in zip(runs, names, strict=True):
         if run.config:
-            lines += [f"{level} Configuration of `{name}`", "", "```yaml",
-                      yaml.safe_dump(run.config, sort_keys=False).rstrip(), "```", ""]
+            lines += [
+                f"{level} Configuration of `{name}`",
+                "",
+                "```yaml",
+                yaml.safe_dump(run.config, sort_keys=False).rstrip(),
+                "```",
+                "",
+            ]
     return atomic_write(path, "\n".join(lines))

@@ -43,15 +43,39 @@ from .errors import SrnasError
 from .pareto import COMPLETE, non_dominated
 
 TRIAL_COLUMNS = [
-    "trial", "state", "psnr", "runtime_ms", "activations", "params", "flops", "flops_fvcore", "num_conv",
-    "genotype", "spec", "device", "input_size", "error", "duration_s",
+    "trial",
+    "state",
+    "psnr",
+    "runtime_ms",
+    "activations",
+    "params",
+    "flops",
+    "flops_fvcore",
+    "num_conv",
+    "genotype",
+    "spec",
+    "device",
+    "input_size",
+    "error",
+    "duration_s",
 ]
-NUMERIC_COLUMNS = ["psnr", "runtime_ms", "activations", "params", "flops", "flops_fvcore", "num_conv",
-                   "duration_s"]
+NUMERIC_COLUMNS = ["psnr", "runtime_ms", "activations", "params", "flops", "flops_fvcore", "num_conv", "duration_s"]
 INDEX_COLUMNS = ["run", "space", "state", "started", "finished", "trials", "pareto", "best_psnr", "device"]
-REFERENCE_COLUMNS = ["model", "params", "flops", "flops_fvcore", "activations", "num_conv", "runtime_ms",
-                     "device", "input_size", "torch", "set5_psnr_y", "set14_psnr_y"]
-RESERVED = {"reference", "compare"}   # folders under results/ that are not runs
+REFERENCE_COLUMNS = [
+    "model",
+    "params",
+    "flops",
+    "flops_fvcore",
+    "activations",
+    "num_conv",
+    "runtime_ms",
+    "device",
+    "input_size",
+    "torch",
+    "set5_psnr_y",
+    "set14_psnr_y",
+]
+RESERVED = {"reference", "compare"}  # folders under results/ that are not runs
 STATES = ("complete", "running", "failed")
 MAXIMISED = {"psnr", "ssim", "set5_psnr_y", "set14_psnr_y"}
 
@@ -66,11 +90,11 @@ class Run:
     """One run folder read back: status, config and trial tables, plus what is wrong with it."""
 
     path: Path
-    state: str                      # complete | running | failed | incomplete | stale
+    state: str  # complete | running | failed | incomplete | stale
     status: dict[str, Any]
     config: dict[str, Any]
-    trials: pd.DataFrame            # every TRIAL_COLUMNS column present (NaN where the file lacks it)
-    pareto: pd.DataFrame | None     # pareto.csv as the search wrote it
+    trials: pd.DataFrame  # every TRIAL_COLUMNS column present (NaN where the file lacks it)
+    pareto: pd.DataFrame | None  # pareto.csv as the search wrote it
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -129,8 +153,10 @@ def _trial_table(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     trial = pd.to_numeric(df["trial"], errors="coerce")
     bad = trial.isna() | (trial != trial.round())
     if bad.any():
-        raise SrnasError(f"{path}: column 'trial' must hold integers, row {int(np.flatnonzero(bad)[0]) + 2} "
-                         f"has {df['trial'].iloc[int(np.flatnonzero(bad)[0])]!r}")
+        raise SrnasError(
+            f"{path}: column 'trial' must hold integers, row {int(np.flatnonzero(bad)[0]) + 2} "
+            f"has {df['trial'].iloc[int(np.flatnonzero(bad)[0])]!r}"
+        )
     df["trial"] = trial.astype(int)
     df["state"] = df["state"].fillna("UNKNOWN").astype(str).str.strip().str.upper()
     for col in NUMERIC_COLUMNS:
@@ -169,8 +195,9 @@ def _read_status(path: Path, problems: list[str]) -> tuple[str, dict[str, Any]]:
         if host not in (None, socket.gethostname()):
             problems.append(f"running on host {host} (pid {pid}): not checked from here")
         elif not _pid_alive(pid):
-            problems.append(f"status.json says running, but process {pid} is gone: the run was interrupted and "
-                            "is half-written")
+            problems.append(
+                f"status.json says running, but process {pid} is gone: the run was interrupted and is half-written"
+            )
             state = "stale"
     if state == "failed":
         problems.append(f"the search failed: {status.get('error', 'no error recorded in status.json')}")
@@ -216,8 +243,14 @@ def list_runs(results_root: str | Path) -> list[Path]:
     root = Path(results_root)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name not in RESERVED and not p.name.startswith(".")
-                  and ((p / "status.json").exists() or (p / "trials.csv").exists()))
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name not in RESERVED
+        and not p.name.startswith(".")
+        and ((p / "status.json").exists() or (p / "trials.csv").exists())
+    )
 
 
 def _when(path: Path) -> str:
@@ -348,9 +381,15 @@ def index_row(run: Run) -> dict[str, Any]:
     devices, _ = run.conditions()
     pareto = len(run.pareto) if run.pareto is not None else int(len(run.front()))
     return {
-        "run": run.name, "space": run.space, "state": run.state, "started": run.status.get("started"),
-        "finished": run.status.get("finished"), "trials": len(run.trials), "pareto": pareto,
-        "best_psnr": float(psnr.max()) if len(psnr) else None, "device": ";".join(devices) or None,
+        "run": run.name,
+        "space": run.space,
+        "state": run.state,
+        "started": run.status.get("started"),
+        "finished": run.status.get("finished"),
+        "trials": len(run.trials),
+        "pareto": pareto,
+        "best_psnr": float(psnr.max()) if len(psnr) else None,
+        "device": ";".join(devices) or None,
     }
 
 
@@ -395,8 +434,10 @@ def comparable_references(
         devices |= set(d)
         sizes |= set(s)
     if (need_device and len(devices) > 1) or (need_size and len(sizes) > 1):
-        return empty, [f"references not shown: the runs were measured under different conditions "
-                       f"(devices {', '.join(sorted(devices)) or '?'}; input sizes {', '.join(sorted(sizes)) or '?'})"]
+        return empty, [
+            f"references not shown: the runs were measured under different conditions "
+            f"(devices {', '.join(sorted(devices)) or '?'}; input sizes {', '.join(sorted(sizes)) or '?'})"
+        ]
     if (need_device and not devices) or (need_size and not sizes):
         return empty, ["references not shown: the runs' trials record no device/input_size"]
     run_dev, run_size = next(iter(devices), ""), next(iter(sizes), "")

@@ -267,12 +267,29 @@ def _parse(data: Any, source: str) -> SearchSpace:
         search=copy.deepcopy(data.get("search", {})),
         source=source,
     )
+    _check_buildable(space)
     for name, choice in space.references.items():
         try:
             space.to_spec(choice)
         except SpecError as exc:
             raise SpecError(f"references.{name}: {exc}") from exc
     return space
+
+
+def _check_buildable(space: SearchSpace) -> None:
+    """Build every component once at the smallest width so bad options fail here, naming the key."""
+    width = min(space.widths)
+    checks = [(f"candidates.{n}", BLOCKS, c, {"channels": width}) for n, c in space.candidates.items()]
+    checks += [(f"fusions.{n}", FUSIONS, c, {"channels": width, "num_blocks": space.num_layers})
+               for n, c in space.fusions.items() if c is not None]
+    checks += [(f"upsamplers.{n}", UPSAMPLERS, c, {"channels": width, "out_channels": space.out_channels,
+                                                   "scale": space.scale}) for n, c in space.upsamplers.items()]
+    checks.append(("head", HEADS, space.head, {"in_channels": space.in_channels, "channels": width}))
+    for where, registry, cfg, context in checks:
+        try:
+            registry.build(cfg, **context)
+        except SpecError as exc:
+            raise SpecError(f"{where}: {exc}") from exc
 
 
 def load_space(path: str | Path) -> SearchSpace:

@@ -128,7 +128,8 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor, choice: dict[str, Any]) -> torch.Tensor:
         model, _ = self._template(choice)
         model.train(self.training)
-        return functional_call(model, self.path_tensors(choice), (x,), strict=True)
+        # strict=False: non-persistent buffers (constants, e.g. a mean to subtract) stay the template's own
+        return functional_call(model, self.path_tensors(choice), (x,), strict=False)
 
     def extract(self, choice: dict[str, Any]) -> SRNet:
         """A stand-alone model of the path holding copies of the inherited weights."""

@@ -23,7 +23,9 @@ def brute_front(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
     mask = []
     for ok, a in rows:
         dominated = any(
-            ok2 and all(bj <= aj for aj, bj in zip(a, b, strict=True)) and any(bj < aj for aj, bj in zip(a, b, strict=True))
+            ok2
+            and all(bj <= aj for aj, bj in zip(a, b, strict=True))
+            and any(bj < aj for aj, bj in zip(a, b, strict=True))
             for ok2, b in rows
         )
         mask.append(ok and not dominated)
@@ -31,13 +33,15 @@ def brute_front(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
 
 
 def random_trials(rng: np.random.Generator, n: int) -> pd.DataFrame:
-    df = pd.DataFrame({
-        "trial": np.arange(n),
-        "state": rng.choice(["COMPLETE"] * 6 + ["FAIL", "RUNNING", "PRUNED"], size=n),
-        "psnr": rng.integers(0, 8, size=n).astype(float),          # few values: many ties and duplicates
-        "runtime_ms": rng.integers(1, 9, size=n).astype(float),
-        "params": rng.integers(1, 5, size=n).astype(float),
-    })
+    df = pd.DataFrame(
+        {
+            "trial": np.arange(n),
+            "state": rng.choice(["COMPLETE"] * 6 + ["FAIL", "RUNNING", "PRUNED"], size=n),
+            "psnr": rng.integers(0, 8, size=n).astype(float),  # few values: many ties and duplicates
+            "runtime_ms": rng.integers(1, 9, size=n).astype(float),
+            "params": rng.integers(1, 5, size=n).astype(float),
+        }
+    )
     df.loc[rng.random(n) < 0.1, "psnr"] = np.nan
     df.loc[rng.random(n) < 0.05, "runtime_ms"] = np.inf
     # a failed trial with the best possible metrics must not enter the front
@@ -46,11 +50,14 @@ def random_trials(rng: np.random.Generator, n: int) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("objectives", [
-    {"psnr": "max", "runtime_ms": "min"},
-    {"psnr": "max", "runtime_ms": "min", "params": "min"},
-    {"runtime_ms": "min"},
-])
+@pytest.mark.parametrize(
+    "objectives",
+    [
+        {"psnr": "max", "runtime_ms": "min"},
+        {"psnr": "max", "runtime_ms": "min", "params": "min"},
+        {"runtime_ms": "min"},
+    ],
+)
 def test_non_dominated_matches_brute_force(seed: int, objectives: dict[str, str]) -> None:
     df = random_trials(np.random.default_rng(seed), 60)
     mask = non_dominated(df, objectives)
@@ -59,8 +66,9 @@ def test_non_dominated_matches_brute_force(seed: int, objectives: dict[str, str]
 
 
 def test_duplicates_on_front_are_all_kept_and_strings_are_coerced() -> None:
-    df = pd.DataFrame({"state": ["COMPLETE"] * 4 + ["complete"], "psnr": ["30", 30, 29, "bad", 31],
-                       "runtime_ms": [5, 5, 4, 1, 9]})
+    df = pd.DataFrame(
+        {"state": ["COMPLETE"] * 4 + ["complete"], "psnr": ["30", 30, 29, "bad", 31], "runtime_ms": [5, 5, 4, 1, 9]}
+    )
     # lower-case state counts as COMPLETE; "bad" PSNR is NaN -> not eligible
     assert non_dominated(df, {"psnr": "max", "runtime_ms": "min"}).tolist() == [True, True, True, False, True]
 
@@ -112,8 +120,7 @@ def test_hypervolume_matches_inclusion_exclusion(dims: int, seed: int) -> None:
     assert hypervolume(pts, ref, directions) == pytest.approx(inclusion_exclusion(pts, ref))
     # the same problem stated with maximised objectives
     flip = np.array([-1.0] + [1.0] * (dims - 1))
-    assert hypervolume(pts * flip, ref * flip, ["max"] + directions[1:]) == pytest.approx(
-        inclusion_exclusion(pts, ref))
+    assert hypervolume(pts * flip, ref * flip, ["max"] + directions[1:]) == pytest.approx(inclusion_exclusion(pts, ref))
 
 
 def test_reference_point_is_worst_plus_margin_over_all_runs() -> None:

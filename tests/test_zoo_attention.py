@@ -191,8 +191,12 @@ def _official_span_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torc
 def test_span_imports_official_names_and_matches_official_forward(tmp_path):
     """Runs without the reference kit: official-named random weights through our importer."""
     source = _randomize(build(zoo_spec("span")), seed=1)
-    rename = {"head.conv.": "conv_1.eval_conv.", "fusion.conv_2.": "conv_2.eval_conv.",
-              "fusion.conv_cat.": "conv_cat.", "upsampler.conv.": "upsampler.0."}
+    rename = {
+        "head.conv.": "conv_1.eval_conv.",
+        "fusion.conv_2.": "conv_2.eval_conv.",
+        "fusion.conv_cat.": "conv_cat.",
+        "upsampler.conv.": "upsampler.0.",
+    }
     official = {}
     for key, value in source.state_dict().items():
         for ours, theirs in rename.items():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nas.checkpoint import read_state_dict
-from nas.errors import CheckpointError, SpecError
+from nas.errors import CheckpointError, DataError, SpecError
 from nas.images import modcrop, read_image, to_tensor, to_uint8
 from nas.metrics import psnr
 from nas.network import build
@@ -25,8 +25,14 @@ PSNR_TOL = 0.005
 
 
 def _tiny_spec(block: dict, width: int = 8, scale: int = 2, fusion: dict | None = None) -> dict:
-    return {"scale": scale, "width": width, "blocks": [dict(block), dict(block)], "fusion": fusion,
-            "body_conv": True, "body_skip": True}
+    return {
+        "scale": scale,
+        "width": width,
+        "blocks": [dict(block), dict(block)],
+        "fusion": fusion,
+        "body_conv": True,
+        "body_skip": True,
+    }
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -70,8 +76,10 @@ def test_blocks_work_at_other_widths_and_scales(block, fusion, scale):
 
 
 def test_block_variants_differ_only_where_documented():
-    with_srb, without = BLOCKS.build({"type": "rfdb"}, channels=8), BLOCKS.build(
-        {"type": "rfdb", "shallow_residual": False}, channels=8)
+    with_srb, without = (
+        BLOCKS.build({"type": "rfdb"}, channels=8),
+        BLOCKS.build({"type": "rfdb", "shallow_residual": False}, channels=8),
+    )
     without.load_state_dict(with_srb.state_dict())
     x = torch.rand(1, 8, 16, 16)
     assert not torch.allclose(with_srb(x), without(x))
@@ -81,8 +89,15 @@ def test_block_variants_differ_only_where_documented():
     assert not hasattr(rlfb_esa, "conv_max") and not hasattr(rlfb_esa, "conv3_")
 
 
-@pytest.mark.parametrize("cfg", [{"type": "imdb", "distilled": 8}, {"type": "rfdb", "distilled": 0},
-                                 {"type": "rfdb", "esa_channels": 0}, {"type": "rlfb", "esa": 3}])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"type": "imdb", "distilled": 8},
+        {"type": "rfdb", "distilled": 0},
+        {"type": "rfdb", "esa_channels": 0},
+        {"type": "rlfb", "esa": 3},
+    ],
+)
 def test_bad_block_options_are_spec_errors(cfg):
     with pytest.raises(SpecError):
         BLOCKS.build(cfg, channels=8)
@@ -155,3 +170,8 @@ def test_corrupt_or_foreign_checkpoints_are_checkpoint_errors(reference, tmp_pat
     with pytest.raises(CheckpointError, match="only plain tensor checkpoints"):
         read_state_dict(evil)
     assert not EXECUTED
+
+
+def test_too_small_input_is_a_clear_error():
+    with pytest.raises(DataError, match="at least 15x15"):
+        build(zoo_spec("rlfn"))(torch.rand(1, 3, 14, 20))

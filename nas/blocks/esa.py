@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import SpecError
+from ..errors import DataError, SpecError
 
 VARIANTS = ("rfdn", "rlfn")
+MIN_SIZE = 15  # conv2 (3x3, stride 2, no padding) then a 7x7 max-pool must fit
 
 
 class ESA(nn.Module):
@@ -54,6 +55,11 @@ class ESA(nn.Module):
             self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < MIN_SIZE:
+            raise DataError(
+                f"ESA needs feature maps of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {x.shape[-1]}x{x.shape[-2]} "
+                "(input image too small for this model)"
+            )
         c1_ = self.conv1(x)
         c1 = self.conv2(c1_)
         v_max = F.max_pool2d(c1, kernel_size=7, stride=3)

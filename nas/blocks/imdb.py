@@ -65,8 +65,14 @@ class IMDB(nn.Module):
         negative_slope: LeakyReLU slope.
     """
 
-    def __init__(self, channels: int, distilled: int | None = None, cca: bool = True, cca_reduction: int = 16,
-                 negative_slope: float = 0.05) -> None:
+    def __init__(
+        self,
+        channels: int,
+        distilled: int | None = None,
+        cca: bool = True,
+        cca_reduction: int = 16,
+        negative_slope: float = 0.05,
+    ) -> None:
         super().__init__()
         dc = max(1, channels // 4) if distilled is None else distilled
         if not 0 < dc < channels:

@@ -26,8 +26,9 @@ class MeanShift(nn.Conv2d):
     ``requires_grad = False`` on the module never froze them (the LatticeNet checkpoint holds trained values).
     """
 
-    def __init__(self, rgb_range: float, rgb_mean: Sequence[float], rgb_std: Sequence[float] | None = None,
-                 sign: int = -1) -> None:
+    def __init__(
+        self, rgb_range: float, rgb_mean: Sequence[float], rgb_std: Sequence[float] | None = None, sign: int = -1
+    ) -> None:
         channels = len(rgb_mean)
         super().__init__(channels, channels, kernel_size=1)
         std = torch.tensor(rgb_std if rgb_std is not None else [1.0] * channels, dtype=torch.float32)
@@ -64,15 +65,18 @@ class CombinationCoefficient(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
         mean = self.conv_mean(self.avg_pool(x))
-        std = self.conv_std(torch.std(x.view(b, c, -1), dim=2, keepdim=True).view(b, c, 1, 1))
+        std = self.conv_std(torch.std(x.reshape(b, c, -1), dim=2, keepdim=True).view(b, c, 1, 1))
         return (mean + std) / 2.0
 
 
 def _three_convs(channels: int, mid: int, negative_slope: float) -> nn.Sequential:
     return nn.Sequential(
-        conv(channels, mid, 3), nn.LeakyReLU(negative_slope),
-        conv(mid, mid, 3), nn.LeakyReLU(negative_slope),
-        conv(mid, channels, 3), nn.LeakyReLU(negative_slope),
+        conv(channels, mid, 3),
+        nn.LeakyReLU(negative_slope),
+        conv(mid, mid, 3),
+        nn.LeakyReLU(negative_slope),
+        conv(mid, channels, 3),
+        nn.LeakyReLU(negative_slope),
     )
 
 
@@ -87,8 +91,9 @@ class LatticeBlock(nn.Module):
         negative_slope: LeakyReLU slope (0.05).
     """
 
-    def __init__(self, channels: int, mid: int | None = None, cc_channels: int | None = None,
-                 negative_slope: float = 0.05) -> None:
+    def __init__(
+        self, channels: int, mid: int | None = None, cc_channels: int | None = None, negative_slope: float = 0.05
+    ) -> None:
         super().__init__()
         mid = channels - channels // 4 if mid is None else mid
         cc_channels = max(1, channels // 16) if cc_channels is None else cc_channels
@@ -150,8 +155,9 @@ class LatticeHead(nn.Module):
         rgb_range: the data range the weights expect (255). rgb_mean: per-channel mean in [0, 1] (DIV2K).
     """
 
-    def __init__(self, in_channels: int, channels: int, rgb_range: float = 255,
-                 rgb_mean: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, rgb_range: float = 255, rgb_mean: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         self.sub_mean = MeanShift(rgb_range, _mean_for("head 'lattice'", in_channels, rgb_mean), sign=-1)
         self.conv1 = conv(in_channels, channels, 3)
@@ -170,8 +176,14 @@ class LatticeTail(nn.Module):
         rgb_range, rgb_mean: as for the ``lattice`` head.
     """
 
-    def __init__(self, channels: int, out_channels: int, scale: int, rgb_range: float = 255,
-                 rgb_mean: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        out_channels: int,
+        scale: int,
+        rgb_range: float = 255,
+        rgb_mean: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.tail = nn.Sequential(
             conv(channels, channels, 3), conv(channels, out_channels * scale * scale, 3), nn.PixelShuffle(scale)

@@ -33,8 +33,14 @@ class RFDB(nn.Module):
         negative_slope: LeakyReLU slope.
     """
 
-    def __init__(self, channels: int, distilled: int | None = None, esa_channels: int | None = None,
-                 shallow_residual: bool = True, negative_slope: float = 0.05) -> None:
+    def __init__(
+        self,
+        channels: int,
+        distilled: int | None = None,
+        esa_channels: int | None = None,
+        shallow_residual: bool = True,
+        negative_slope: float = 0.05,
+    ) -> None:
         super().__init__()
         dc = max(1, channels // 2) if distilled is None else distilled
         if dc <= 0:

@@ -25,8 +25,9 @@ class RLFB(nn.Module):
         negative_slope: LeakyReLU slope.
     """
 
-    def __init__(self, channels: int, mid_channels: int | None = None, esa_channels: int = 16,
-                 negative_slope: float = 0.05) -> None:
+    def __init__(
+        self, channels: int, mid_channels: int | None = None, esa_channels: int = 16, negative_slope: float = 0.05
+    ) -> None:
         super().__init__()
         mid = channels if mid_channels is None else mid_channels
         self.c1_r = conv(channels, mid, 3)

@@ -50,8 +50,9 @@ class SCPA(nn.Module):
         kernel_size: size of the branch convolutions. negative_slope: LeakyReLU slope (0.2).
     """
 
-    def __init__(self, channels: int, branch: int | None = None, kernel_size: int = 3,
-                 negative_slope: float = 0.2) -> None:
+    def __init__(
+        self, channels: int, branch: int | None = None, kernel_size: int = 3, negative_slope: float = 0.2
+    ) -> None:
         super().__init__()
         branch = channels // 2 if branch is None else branch
         if branch <= 0:

@@ -56,8 +56,9 @@ class SPANHead(nn.Module):
         img_range: factor after the mean subtraction (255). rgb_mean: per-channel mean in [0, 1] (DIV2K).
     """
 
-    def __init__(self, in_channels: int, channels: int, img_range: float = 255.0,
-                 rgb_mean: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, img_range: float = 255.0, rgb_mean: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         mean = list(DIV2K_MEAN) if rgb_mean is None else [float(v) for v in rgb_mean]
         if len(mean) != in_channels:
@@ -74,7 +75,9 @@ def _check_indices(kind: str, indices: Sequence[int], num_blocks: int) -> list[i
     out = []
     for i in indices:
         if isinstance(i, bool) or not isinstance(i, int) or not -num_blocks <= i < num_blocks:
-            raise SpecError(f"fusion 'span_cat': {kind} index {i!r} is not a block index (0..{num_blocks - 1} or negative)")
+            raise SpecError(
+                f"fusion 'span_cat': {kind} index {i!r} is not a block index (0..{num_blocks - 1} or negative)"
+            )
         out.append(i)
     return out
 
@@ -90,8 +93,9 @@ class SPANFusion(nn.Module):
         extras: indices of the blocks whose first extra (``act1`` for SPAB) is concatenated (SPAN: [-1]).
     """
 
-    def __init__(self, channels: int, num_blocks: int, outputs: Sequence[int] = (0,),
-                 extras: Sequence[int] = (-1,)) -> None:
+    def __init__(
+        self, channels: int, num_blocks: int, outputs: Sequence[int] = (0,), extras: Sequence[int] = (-1,)
+    ) -> None:
         super().__init__()
         self.outputs = _check_indices("outputs", outputs, num_blocks)
         self.extras = _check_indices("extras", extras, num_blocks)

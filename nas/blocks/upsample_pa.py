@@ -51,8 +51,9 @@ class UPAUpsampler(nn.Module):
         up_channels: width of the HR-space stages (PAN: 24). negative_slope: LeakyReLU slope (0.2).
     """
 
-    def __init__(self, channels: int, out_channels: int, scale: int, up_channels: int = 24,
-                 negative_slope: float = 0.2) -> None:
+    def __init__(
+        self, channels: int, out_channels: int, scale: int, up_channels: int = 24, negative_slope: float = 0.2
+    ) -> None:
         super().__init__()
         factors = stage_factors(scale)
         self.stages = nn.ModuleList(

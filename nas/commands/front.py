@@ -14,8 +14,13 @@ from ..report import axis_label, format_table, html_front, hypervolumes, labels,
 from ..runs import comparable_references, newest_complete_run, read_references, read_run, resolve_run
 from ._common import print_json
 
-X_AXES = {"runtime": "runtime_ms", "activations": "activations", "flops": "flops", "flops_fvcore": "flops_fvcore",
-          "params": "params"}
+X_AXES = {
+    "runtime": "runtime_ms",
+    "activations": "activations",
+    "flops": "flops",
+    "flops_fvcore": "flops_fvcore",
+    "params": "params",
+}
 Y_AXES = {"psnr": "psnr"}
 REFERENCE_SETS = ("set5", "set14")
 
@@ -28,14 +33,26 @@ def register(sub) -> None:
         "report.md into the run folder (several runs: into results/compare/<names>/). Hypervolumes of runs "
         "shown together share one reference point.",
     )
-    p.add_argument("runs", nargs="*", metavar="RUN",
-                   help="run folder, or run name under results/ (default: the newest complete run)")
+    p.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="run folder, or run name under results/ (default: the newest complete run)",
+    )
     p.add_argument("--x", default="runtime", choices=list(X_AXES), help="cost axis, minimised (default: runtime)")
     p.add_argument("--y", default="psnr", choices=list(Y_AXES), help="quality axis, maximised (default: psnr)")
-    p.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,
-                   help="draw the zoo models of results/reference/zoo.csv measured under the same conditions")
-    p.add_argument("--reference-set", choices=REFERENCE_SETS, default="set5",
-                   help="which PSNR of the zoo models to draw (default: set5)")
+    p.add_argument(
+        "--references",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw the zoo models of results/reference/zoo.csv measured under the same conditions",
+    )
+    p.add_argument(
+        "--reference-set",
+        choices=REFERENCE_SETS,
+        default="set5",
+        help="which PSNR of the zoo models to draw (default: set5)",
+    )
     p.add_argument("--out", help="folder for the plots and report (default: the run folder / results/compare/...)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)
@@ -73,22 +90,36 @@ def run(args) -> int:
         for problem in r.problems:
             print(f"srnas front: warning: {name}: {problem}", file=sys.stderr)
     if args.json:
-        print_json({
-            "x": x, "y": y,
-            "reference_point": None if ref_point is None else {x: float(ref_point[0]), y: float(ref_point[1])},
-            "runs": [{"run": name, "path": str(r.path), "state": r.state, "problems": r.problems,
-                      "counts": r.counts(), "hypervolume": hv, "front": table_rows(r.front(x, y))}
-                     for name, r, hv in zip(names, runs, hvs, strict=True)],
-            "references": [] if refs is None else refs.to_dict(orient="records"),
-            "reference_notes": notes, "files": files,
-        })
+        print_json(
+            {
+                "x": x,
+                "y": y,
+                "reference_point": None if ref_point is None else {x: float(ref_point[0]), y: float(ref_point[1])},
+                "runs": [
+                    {
+                        "run": name,
+                        "path": str(r.path),
+                        "state": r.state,
+                        "problems": r.problems,
+                        "counts": r.counts(),
+                        "hypervolume": hv,
+                        "front": table_rows(r.front(x, y)),
+                    }
+                    for name, r, hv in zip(names, runs, hvs, strict=True)
+                ],
+                "references": [] if refs is None else refs.to_dict(orient="records"),
+                "reference_notes": notes,
+                "files": files,
+            }
+        )
         return 0
     for name, r, hv in zip(names, runs, hvs, strict=True):
         counts = ", ".join(f"{k} {v}" for k, v in r.counts().items()) or "no trials"
         front = r.front(x, y)
         hv_text = "" if hv is None else f", hypervolume {hv:.6g}"
-        print(f"run {name}: {r.state}, {len(r.trials)} trials ({counts}); front {y} vs {x}: "
-              f"{len(front)} models{hv_text}")
+        print(
+            f"run {name}: {r.state}, {len(r.trials)} trials ({counts}); front {y} vs {x}: {len(front)} models{hv_text}"
+        )
         print(format_table(table_rows(front)) if len(front) else "  (no COMPLETE trials with finite metrics)")
         print()
     if ref_point is not None:

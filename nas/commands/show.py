@@ -19,6 +19,23 @@ from ..spec import load_spec, normalize_spec
 from ._common import add_device_arg, print_json, resolve_device
 from .front import REFERENCE_SETS, X_AXES
 
+SPEC_ORDER = [
+    "name",
+    "description",
+    "scale",
+    "in_channels",
+    "out_channels",
+    "input_range",
+    "width",
+    "head",
+    "blocks",
+    "fusion",
+    "body_conv",
+    "body_skip",
+    "upsampler",
+    "global_skip",
+]
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -50,8 +67,7 @@ def parse_target(text: str, root: Path) -> tuple[Path, int]:
 def _trial_row(run: Run, trial: int) -> pd.Series:
     rows = run.trials[run.trials["trial"] == trial]
     if rows.empty:
-        have = (f"trials {run.trials['trial'].min()}..{run.trials['trial'].max()}" if len(run.trials)
-                else "no trials")
+        have = f"trials {run.trials['trial'].min()}..{run.trials['trial'].max()}" if len(run.trials) else "no trials"
         raise SrnasError(f"run {run.name} has no trial {trial} ({have})")
     return rows.iloc[-1]
 
@@ -82,7 +98,7 @@ def _profile(folder: Path | None, spec: dict[str, Any] | None, row: pd.Series, a
         model = build(spec)
     device = resolve_device(args.device)
     prof = profile_model(model, _input_size(row), device=str(device), runtime=args.runtime)
-    return prof.to_dict(), f"counted now on {device}" + (" (with runtime)" if args.runtime else "")
+    return prof.to_dict(), f"counted now on {device}" + (", timed" if args.runtime else "")
 
 
 def _position(run: Run, row: pd.Series, x: str, y: str, refs: pd.DataFrame) -> dict[str, Any]:
@@ -110,8 +126,12 @@ def _position(run: Run, row: pd.Series, x: str, y: str, refs: pd.DataFrame) -> d
     if len(refs) and xv > 0:
         distance = (refs[x].astype(float) / xv).map(lambda r: abs(math.log(r)) if r > 0 else math.inf)
         near = refs.loc[distance.idxmin()]
-        out["nearest_reference"] = {"model": str(near["model"]), x: float(near[x]), y: float(near[y]),
-                                    "gap_db": float(yv - near[y])}
+        out["nearest_reference"] = {
+            "model": str(near["model"]),
+            x: float(near[x]),
+            y: float(near[y]),
+            "gap_db": float(yv - near[y]),
+        }
     return out
 
 
@@ -134,10 +154,20 @@ def run(args) -> int:
     gen = genotype(spec) if spec else metrics["genotype"]
     error = row.get("error")
     result = {
-        "run": r.name, "path": str(r.path), "trial": trial, "state": row["state"], "genotype": gen,
-        "error": None if pd.isna(error) else str(error), "model_dir": str(folder) if folder else None,
-        "metrics": metrics, "spec": spec, "profile": profile, "profile_source": source, "position": position,
-        "reference_notes": notes, "problems": r.problems,
+        "run": r.name,
+        "path": str(r.path),
+        "trial": trial,
+        "state": row["state"],
+        "genotype": gen,
+        "error": None if pd.isna(error) else str(error),
+        "model_dir": str(folder) if folder else None,
+        "metrics": metrics,
+        "spec": spec,
+        "profile": profile,
+        "profile_source": source,
+        "position": position,
+        "reference_notes": notes,
+        "problems": r.problems,
     }
     if args.json:
         print_json(result)
@@ -154,26 +184,35 @@ def _fmt(column: str, value: Any) -> str:
 
 
 def _print(res: dict[str, Any], spec: dict[str, Any] | None) -> None:
-    print(f"run {res['run']}, trial {res['trial']} ({res['state']})"
-          + (f", model folder {res['model_dir']}" if res["model_dir"] else ", no exported model (only Pareto models are)"))
+    print(
+        f"run {res['run']}, trial {res['trial']} ({res['state']})"
+        + (f", model folder {res['model_dir']}" if res["model_dir"] else ", no exported model (only Pareto models are)")
+    )
     for problem in res["problems"]:
         print(f"warning: {problem}")
     if res["error"]:
         print(f"error: {res['error']}")
     print(f"genotype: {res['genotype']}")
     m = res["metrics"]
-    print("search metrics: " + ", ".join(_fmt(c, m.get(c)) for c in ("psnr", "runtime_ms", "activations", "params",
-                                                                      "flops", "num_conv"))
-          + f" (device {m.get('device') or '?'}, input {m.get('input_size') or '?'})")
+    print(
+        "search metrics: "
+        + ", ".join(_fmt(c, m.get(c)) for c in ("psnr", "runtime_ms", "activations", "params", "flops", "num_conv"))
+        + f" (device {m.get('device') or '?'}, input {m.get('input_size') or '?'})"
+    )
     if spec:
         print("\nblock diagram:")
         print(diagram(spec))
     prof = res["profile"]
     print(f"\nprofile ({res['profile_source']}):")
     if prof:
-        print("  " + ", ".join(_fmt(c, prof.get(c)) for c in ("params", "flops", "flops_fvcore", "activations",
-                                                             "num_conv", "runtime_ms"))
-              + f" (device {prof.get('device', '?')}, input {prof.get('input_size', '?')})")
+        print(
+            "  "
+            + ", ".join(
+                _fmt(c, prof.get(c))
+                for c in ("params", "flops", "flops_fvcore", "activations", "num_conv", "runtime_ms")
+            )
+            + f" (device {prof.get('device', '?')}, input {prof.get('input_size', '?')})"
+        )
     pos = res["position"]
     x = pos["x"]
     print(f"\nfront ({axis_label(pos['y'])} vs {axis_label(x)}):")
@@ -184,14 +223,19 @@ def _print(res: dict[str, Any], spec: dict[str, Any] | None) -> None:
             print(f"  on the front: #{pos['rank_by_x']} of {pos['front_size']} by {x} (1 = cheapest)")
         else:
             print(f"  dominated by trial(s) {', '.join(map(str, pos['dominated_by']))}")
-        print(f"  PSNR gap to the best trial ({pos['best_trial']}, {pos['best_psnr']:.3f} dB): "
-              f"{pos['gap_to_best_db']:+.3f} dB")
+        print(
+            f"  PSNR gap to the best trial ({pos['best_trial']}, {pos['best_psnr']:.3f} dB): "
+            f"{pos['gap_to_best_db']:+.3f} dB"
+        )
         near = pos.get("nearest_reference")
         if near:
-            print(f"  nearest reference by {x}: {near['model']} ({_fmt(x, near[x])}, {near['psnr']:.3f} dB): "
-                  f"{near['gap_db']:+.3f} dB")
+            print(
+                f"  nearest reference by {x}: {near['model']} ({_fmt(x, near[x])}, {near['psnr']:.3f} dB): "
+                f"{near['gap_db']:+.3f} dB"
+            )
     for note in res["reference_notes"]:
         print(f"  references {note}" if note.startswith("not shown") else f"  {note}")
     if spec:
         print("\nspec:")
-        print(yaml.safe_dump(spec, sort_keys=False).rstrip())
+        ordered = {k: spec[k] for k in SPEC_ORDER if k in spec} | spec
+        print(yaml.safe_dump(ordered, sort_keys=False).rstrip())
