@@ -81,8 +81,7 @@ def rename_keys(state: Mapping[str, torch.Tensor], rules: Sequence[Mapping]) -> 
 def _fill(match: re.Match, template: str, offset: int) -> str:
     groups = [match.group(0), *match.groups()]
     shifted = [
-        str(int(g) + offset) if g is not None and g.isdigit() and i > 0 else (g or "")
-        for i, g in enumerate(groups)
+        str(int(g) + offset) if g is not None and g.isdigit() and i > 0 else (g or "") for i, g in enumerate(groups)
     ]
     return template.format(*shifted)
 

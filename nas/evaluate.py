@@ -41,9 +41,7 @@ def iter_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) -> Ite
     lr_root = Path(lr_dir) if lr_dir is not None else None
     if lr_root is not None and not lr_root.is_dir():
         raise DataError(f"LR folder not found: {lr_root}")
-    lr_files = (
-        [find_lr(lr_root, f.stem, scale) for f in hr_files] if lr_root is not None else [None] * len(hr_files)
-    )
+    lr_files = [find_lr(lr_root, f.stem, scale) for f in hr_files] if lr_root is not None else [None] * len(hr_files)
     for hr_file, lr_file in zip(hr_files, lr_files, strict=True):
         hr = modcrop(read_image(hr_file), scale)
         if lr_file is None:

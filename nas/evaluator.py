@@ -97,7 +97,7 @@ class Evaluator:
         return float(sum(scores) / len(scores))
 
     def evaluate(self, choice: dict[str, Any]) -> dict[str, Any]:
-        """Metrics of one architecture: psnr, runtime_ms, activations, params, flops, flops_fvcore, num_conv, timings."""
+        """Metrics of one architecture: psnr, runtime_ms, activations, params, FLOPs, #conv and timings."""
         from .genotype import genotype
         from .profiler import profile_model
 

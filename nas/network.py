@@ -34,9 +34,7 @@ class SRNet(nn.Module):
         self.head = HEADS.build(spec["head"], in_channels=spec["in_channels"], channels=width)
         self.body = nn.ModuleList(_build_block(i, cfg, width) for i, cfg in enumerate(spec["blocks"]))
         self.fusion = (
-            FUSIONS.build(spec["fusion"], channels=width, num_blocks=len(spec["blocks"]))
-            if spec["fusion"]
-            else None
+            FUSIONS.build(spec["fusion"], channels=width, num_blocks=len(spec["blocks"])) if spec["fusion"] else None
         )
         self.body_conv = conv(width, width, 3) if spec["body_conv"] else None
         self.upsampler = UPSAMPLERS.build(

@@ -123,10 +123,12 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines)
     widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(headers)]
-    fmt_row = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i == len(cells) - 1 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-    ).rstrip()
-    return "\n".join([fmt_row(headers), *(fmt_row(c) for c in body)])
+
+    def line(cells: list[str]) -> str:  # numbers right-aligned, the genotype (last) left-aligned
+        padded = [c.rjust(w) for c, w in zip(cells[:-1], widths, strict=False)] + [cells[-1]]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), *(line(c) for c in body)])
 
 
 # ----------------------------------------------------------------------------------- plots

@@ -71,11 +71,7 @@ class SearchOptions:
             raise SrnasError(f"trials must be positive, got {self.trials}")
         if self.sampler not in SAMPLERS:
             raise SrnasError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
-        if (
-            not self.objectives
-            or self.objectives[0] != "psnr"
-            or len(set(self.objectives)) != len(self.objectives)
-        ):
+        if not self.objectives or self.objectives[0] != "psnr" or len(set(self.objectives)) != len(self.objectives):
             raise SrnasError(f"objectives must start with psnr and list each once, got {self.objectives}")
         bad = [o for o in self.objectives if o not in OBJECTIVES]
         if bad:
@@ -333,9 +329,7 @@ def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> Search
     started = time.perf_counter()
     device = resolve_device(opts.device)
     prepare_run(space, run_dir, opts)
-    status = write_status(
-        run_dir, state="running", started=now(), finished=None, space=space.name, device=device
-    )
+    status = write_status(run_dir, state="running", started=now(), finished=None, space=space.name, device=device)
     update_index(
         run_dir.parent,
         {
@@ -428,9 +422,7 @@ def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> Search
         raise
 
 
-def run_local_trials(
-    study: optuna.Study, space: SearchSpace, run_dir: Path, opts: SearchOptions, evaluator
-) -> None:
+def run_local_trials(study: optuna.Study, space: SearchSpace, run_dir: Path, opts: SearchOptions, evaluator) -> None:
     """The Optuna loop in this process, until ``opts.trials`` trials are COMPLETE."""
     from tqdm import tqdm
 
@@ -480,9 +472,7 @@ def _complete(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def export_models(
-    space: SearchSpace, run_dir: Path, weights: Path, pareto: pd.DataFrame, device: str
-) -> None:
+def export_models(space: SearchSpace, run_dir: Path, weights: Path, pareto: pd.DataFrame, device: str) -> None:
     """Write spec + inherited weights + profile of each Pareto model to ``models/<trial>/``."""
     from .checkpoint import read_state_dict
     from .profiler import profile_model
@@ -525,9 +515,7 @@ def _choice_of(space: SearchSpace, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "width": spec["width"],
         "depth": len(blocks),
-        "layers": [
-            name_of({n: space.candidates[n] for n in space.layers[i]}, b) for i, b in enumerate(blocks)
-        ],
+        "layers": [name_of({n: space.candidates[n] for n in space.layers[i]}, b) for i, b in enumerate(blocks)],
         "fusion": name_of(space.fusions, spec["fusion"]),
         "upsampler": name_of(space.upsamplers, spec["upsampler"]),
         "global_skip": spec["global_skip"],

@@ -169,9 +169,7 @@ def _positive_int_list(data: dict, key: str) -> list[int]:
 def _named_configs(data: dict, key: str, registry, allow_null: bool = False) -> dict[str, Any]:
     value = data[key]
     if not isinstance(value, dict) or not value:
-        raise SpecError(
-            f"{key!r} must be a non-empty mapping of name -> {registry.kind} config, got {value!r}"
-        )
+        raise SpecError(f"{key!r} must be a non-empty mapping of name -> {registry.kind} config, got {value!r}")
     for name, cfg in value.items():
         if cfg is None and allow_null:
             continue
@@ -197,9 +195,7 @@ def _parse(data: Any, source: str) -> SearchSpace:
         raise SpecError(f"must be a mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - SPACE_KEYS)
     if unknown:
-        raise SpecError(
-            f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(SPACE_KEYS))}"
-        )
+        raise SpecError(f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(SPACE_KEYS))}")
     for key in REQUIRED:
         if key not in data:
             raise SpecError(f"missing the required key {key!r}")
@@ -220,18 +216,12 @@ def _parse(data: Any, source: str) -> SearchSpace:
                 _one_of(f"layers[{i}]", name, list(candidates))
             layers.append(list(names))
     else:
-        raise SpecError(
-            f"'layers' must be 'all' or a list of {num_layers} lists (one per layer), got {layers_cfg!r}"
-        )
-    fusions = (
-        _named_configs(data, "fusions", FUSIONS, allow_null=True) if "fusions" in data else {"none": None}
-    )
+        raise SpecError(f"'layers' must be 'all' or a list of {num_layers} lists (one per layer), got {layers_cfg!r}")
+    fusions = _named_configs(data, "fusions", FUSIONS, allow_null=True) if "fusions" in data else {"none": None}
     upsamplers = _named_configs(data, "upsamplers", UPSAMPLERS)
     head = data.get("head", {"type": "conv"})
     if not isinstance(head, dict) or head.get("type") not in HEADS:
-        raise SpecError(
-            f"'head' must be a mapping with a known head 'type' ({', '.join(HEADS.names())}), got {head!r}"
-        )
+        raise SpecError(f"'head' must be a mapping with a known head 'type' ({', '.join(HEADS.names())}), got {head!r}")
     global_skips = data.get("global_skips", ["none"])
     if not isinstance(global_skips, list) or not global_skips:
         raise SpecError("'global_skips' must be a non-empty list")
@@ -280,10 +270,20 @@ def _check_buildable(space: SearchSpace) -> None:
     """Build every component once at the smallest width so bad options fail here, naming the key."""
     width = min(space.widths)
     checks = [(f"candidates.{n}", BLOCKS, c, {"channels": width}) for n, c in space.candidates.items()]
-    checks += [(f"fusions.{n}", FUSIONS, c, {"channels": width, "num_blocks": space.num_layers})
-               for n, c in space.fusions.items() if c is not None]
-    checks += [(f"upsamplers.{n}", UPSAMPLERS, c, {"channels": width, "out_channels": space.out_channels,
-                                                   "scale": space.scale}) for n, c in space.upsamplers.items()]
+    checks += [
+        (f"fusions.{n}", FUSIONS, c, {"channels": width, "num_blocks": space.num_layers})
+        for n, c in space.fusions.items()
+        if c is not None
+    ]
+    checks += [
+        (
+            f"upsamplers.{n}",
+            UPSAMPLERS,
+            c,
+            {"channels": width, "out_channels": space.out_channels, "scale": space.scale},
+        )
+        for n, c in space.upsamplers.items()
+    ]
     checks.append(("head", HEADS, space.head, {"in_channels": space.in_channels, "channels": width}))
     for where, registry, cfg, context in checks:
         try:

@@ -68,9 +68,7 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
         raise SpecError(f"a spec must be a mapping, got {type(spec).__name__}")
     unknown = sorted(set(spec) - ALLOWED)
     if unknown:
-        raise SpecError(
-            f"unknown spec key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(ALLOWED))}"
-        )
+        raise SpecError(f"unknown spec key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(ALLOWED))}")
     for key in REQUIRED:
         if key not in spec:
             raise SpecError(f"spec is missing the required key {key!r}")
@@ -92,9 +90,7 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
         if not isinstance(out[key], bool):
             raise SpecError(f"spec key {key!r} must be true or false, got {out[key]!r}")
     if out["global_skip"] not in GLOBAL_SKIPS:
-        raise SpecError(
-            f"spec key 'global_skip' must be one of {', '.join(GLOBAL_SKIPS)}, got {out['global_skip']!r}"
-        )
+        raise SpecError(f"spec key 'global_skip' must be one of {', '.join(GLOBAL_SKIPS)}, got {out['global_skip']!r}")
     return out
 
 

@@ -46,10 +46,7 @@ class Supernet(nn.Module):
         self.head = HEADS.build(space.head, in_channels=space.in_channels, channels=width)
         self.layers = nn.ModuleList(
             nn.ModuleDict(
-                {
-                    name: _build(BLOCKS, f"candidates.{name}", space.candidates[name], channels=width)
-                    for name in names
-                }
+                {name: _build(BLOCKS, f"candidates.{name}", space.candidates[name], channels=width) for name in names}
             )
             for names in space.layers
         )
@@ -135,9 +132,7 @@ class Supernet(nn.Module):
         """A stand-alone model of the path holding copies of the inherited weights."""
         model = build(self.space.to_spec(choice))
         with torch.no_grad():
-            model.load_state_dict(
-                {k: v.detach().clone() for k, v in self.path_tensors(choice).items()}, strict=True
-            )
+            model.load_state_dict({k: v.detach().clone() for k, v in self.path_tensors(choice).items()}, strict=True)
         return model.to(next(self.parameters()).device)
 
 

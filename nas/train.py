@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -483,9 +483,3 @@ def _postfix(state: _State) -> dict[str, str]:
     if state.last_psnr is not None:
         post["psnr"] = f"{state.last_psnr:.2f}"
     return post
-
-
-def config_from(args: Any, **overrides: Any) -> TrainConfig:
-    """A ``TrainConfig`` from any object with matching attributes (e.g. argparse results)."""
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    return TrainConfig(**{**values, **overrides})

@@ -26,9 +26,7 @@ def test_safetensors_round_trip(tmp_path):
     save_weights(net, tmp_path / "w.safetensors")
     other = _net()
     load_weights(other, read_state_dict(tmp_path / "w.safetensors"))
-    assert all(
-        torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values(), strict=True)
-    )
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values(), strict=True))
 
 
 def test_rename_rules_with_index_offset():

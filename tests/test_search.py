@@ -28,10 +28,17 @@ TINY_SPACE = {
     "fusions": {"none": None, "concat": {"type": "concat"}},
     "upsamplers": {"ps": {"type": "pixelshuffle"}},
     "global_skips": ["none", "bilinear"],
-    "references": {"two_res": {"width": 8, "depth": 2, "layers": ["res", "res"], "fusion": "none",
-                               "upsampler": "ps", "global_skip": "none"}},
-    "train": {"data": "embedded", "steps": 6, "batch_size": 2, "patch_size": 16, "ckpt_every": 3,
-              "progress": False},
+    "references": {
+        "two_res": {
+            "width": 8,
+            "depth": 2,
+            "layers": ["res", "res"],
+            "fusion": "none",
+            "upsampler": "ps",
+            "global_skip": "none",
+        }
+    },
+    "train": {"data": "embedded", "steps": 6, "batch_size": 2, "patch_size": 16, "ckpt_every": 3, "progress": False},
     "search": {"trials": 5, "runtime_size": [3, 24, 24], "runtime_repeats": 1, "val_max_size": 48},
 }
 OPTS = {"trials": 5, "runtime_size": [3, 24, 24], "runtime_repeats": 1, "val_max_size": 48, "device": "cpu"}
@@ -59,8 +66,21 @@ def test_shipped_spaces_are_valid_and_hold_their_references(path):
         ({"upsamplers": {"u": {"type": "deconv"}}}, "upsamplers.u: unknown upsampler 'deconv'"),
         ({"global_skips": ["lanczos"]}, "global_skips: 'lanczos' is not in the space"),
         ({"scale": 5}, "'scale' must be 2, 3 or 4"),
-        ({"references": {"r": {"width": 64, "depth": 1, "layers": ["res"], "fusion": "none", "upsampler": "ps",
-                               "global_skip": "none"}}}, "references.r: width: 64 is not in the space"),
+        (
+            {
+                "references": {
+                    "r": {
+                        "width": 64,
+                        "depth": 1,
+                        "layers": ["res"],
+                        "fusion": "none",
+                        "upsampler": "ps",
+                        "global_skip": "none",
+                    }
+                }
+            },
+            "references.r: width: 64 is not in the space",
+        ),
     ],
 )
 def test_bad_spaces_name_the_key_and_allowed_values(change, fragment):
@@ -109,8 +129,11 @@ def test_local_search_end_to_end_and_rerun_continues(tmp_path):
     assert set(pareto.trial) <= set(done.trial) and len(pareto) >= 1
     for t in pareto.trial:  # nothing on the front is dominated by any complete trial
         p = done[done.trial == t].iloc[0]
-        dominated = (done.psnr >= p.psnr) & (done.runtime_ms <= p.runtime_ms) & (
-            (done.psnr > p.psnr) | (done.runtime_ms < p.runtime_ms))
+        dominated = (
+            (done.psnr >= p.psnr)
+            & (done.runtime_ms <= p.runtime_ms)
+            & ((done.psnr > p.psnr) | (done.runtime_ms < p.runtime_ms))
+        )
         assert not dominated.any()
     for t in pareto.trial:
         assert (run_dir / "models" / str(t) / "weights.safetensors").is_file()

@@ -78,9 +78,7 @@ def test_load_spec_errors(tmp_path):
 @pytest.mark.parametrize("skip", ["none", "bilinear", "bicubic", "repeat"])
 @pytest.mark.parametrize("input_range", [1, 255])
 def test_forward_shapes_for_every_global_skip(skip, input_range):
-    model = build(
-        {**TINY, "global_skip": skip, "input_range": input_range, "body_conv": True, "body_skip": True}
-    )
+    model = build({**TINY, "global_skip": skip, "input_range": input_range, "body_conv": True, "body_skip": True})
     out = model(torch.rand(1, 3, 6, 7))
     assert out.shape == (1, 3, 12, 14)
 

@@ -79,8 +79,14 @@ def test_fair_sampling_visits_every_candidate_once_per_cycle(space):
 
 def test_weights_are_shared_by_slicing_and_extracted_weights_are_copies(space):
     net = Supernet(space)
-    choice = {"width": 8, "depth": 1, "layers": ["residual0"], "fusion": "none", "upsampler": "pixelshuffle",
-              "global_skip": "none"}
+    choice = {
+        "width": 8,
+        "depth": 1,
+        "layers": ["residual0"],
+        "fusion": "none",
+        "upsampler": "pixelshuffle",
+        "global_skip": "none",
+    }
     small = net.extract(choice)
     big = net.layers[0]["residual0"].conv1.weight
     assert torch.equal(small.body[0].conv1.weight, big[:8, :8])
@@ -93,8 +99,14 @@ def test_weights_are_shared_by_slicing_and_extracted_weights_are_copies(space):
 
 
 def test_bn_recalibration(space, supernet):
-    choice = {"width": 8, "depth": 1, "layers": ["residual1"], "fusion": "none", "upsampler": "pixelshuffle",
-              "global_skip": "none"}
+    choice = {
+        "width": 8,
+        "depth": 1,
+        "layers": ["residual1"],
+        "fusion": "none",
+        "upsampler": "pixelshuffle",
+        "global_skip": "none",
+    }
     model = supernet.extract(choice).eval()
     assert has_batchnorm(model)
     batches = [torch.rand(2, 3, 24, 24) for _ in range(3)]

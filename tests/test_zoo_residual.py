@@ -129,9 +129,7 @@ def test_pixelshuffle_steps_pruned_widths_and_errors():
     assert (up.hr_conv.in_channels, up.hr_conv.out_channels, up.conv_last.in_channels) == (4, 5, 5)
     assert up(torch.randn(1, 8, 3, 3)).shape == (1, 3, 12, 12)
     with pytest.raises(SpecError, match="step_channels"):
-        UPSAMPLERS.build(
-            {"type": "pixelshuffle_steps", "step_channels": [6]}, channels=8, out_channels=3, scale=4
-        )
+        UPSAMPLERS.build({"type": "pixelshuffle_steps", "step_channels": [6]}, channels=8, out_channels=3, scale=4)
     with pytest.raises(SpecError, match="scale"):
         UPSAMPLERS.build({"type": "pixelshuffle_steps"}, channels=8, out_channels=3, scale=1)
 
@@ -147,9 +145,7 @@ def test_zoo_params_shape_and_spec_roundtrip(name, tmp_path):
         assert model.eval()(torch.rand(1, 3, 6, 5)).shape == (1, 3, 24, 20)
     save_spec(model.spec, tmp_path / "spec.yaml")
     again = build(load_spec(tmp_path / "spec.yaml"))
-    assert {k: v.shape for k, v in again.state_dict().items()} == {
-        k: v.shape for k, v in model.state_dict().items()
-    }
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
 
 def _official_msrresnet_key(key: str) -> str:
@@ -186,9 +182,7 @@ def test_msrresnet_imports_official_names_and_matches_official_forward(tmp_path)
     import_weights(model, "msrresnet", path)
     x = torch.rand(1, 3, 7, 6)
     with torch.inference_mode():
-        torch.testing.assert_close(
-            model.eval()(x), _official_msrresnet_forward(official, x), rtol=1e-5, atol=1e-5
-        )
+        torch.testing.assert_close(model.eval()(x), _official_msrresnet_forward(official, x), rtol=1e-5, atol=1e-5)
     with pytest.raises(CheckpointError, match="no official checkpoint"):
         build_zoo_model("msrresnet", official=True)
 
@@ -203,9 +197,7 @@ def test_nasnetbn_strict_import(nasnetbn, reference):
     ours = nasnetbn.state_dict()
     assert len(ours) == len(official) == 266
     assert sum(v.numel() for v in ours.values()) == 321_611
-    torch.testing.assert_close(
-        ours["body.1.conv.4.running_var"], official["recon_trunk.1.conv.4.running_var"]
-    )
+    torch.testing.assert_close(ours["body.1.conv.4.running_var"], official["recon_trunk.1.conv.4.running_var"])
     torch.testing.assert_close(ours["upsampler.steps.1.conv.weight"], official["upconv2.weight"])
 
 
@@ -213,9 +205,7 @@ def test_nasnetbn_set5_psnr(nasnetbn, reference):
     from nas.evaluate import evaluate_folder
 
     set5 = reference / "images" / "Set5"
-    result = evaluate_folder(
-        nasnetbn, set5, lr_dir=set5 / "LR_bicubic_X4", scale=4, ssim=False, progress=False
-    )
+    result = evaluate_folder(nasnetbn, set5, lr_dir=set5 / "LR_bicubic_X4", scale=4, ssim=False, progress=False)
     assert len(result["images"]) == 5
     assert result["mean"]["psnr_y"] == pytest.approx(reference_profile("nasnetbn")["set5_psnr_y"], abs=0.005)
 

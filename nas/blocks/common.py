@@ -85,9 +85,7 @@ class ConvHead(nn.Module):
 class ConcatFusion(nn.Module):
     """Global feature aggregation (RFDN/IMDN): concat every block output, 1x1 conv back to the width, activation."""
 
-    def __init__(
-        self, channels: int, num_blocks: int, act: str | None = "lrelu", negative_slope: float = 0.05
-    ) -> None:
+    def __init__(self, channels: int, num_blocks: int, act: str | None = "lrelu", negative_slope: float = 0.05) -> None:
         super().__init__()
         self.conv = conv(channels * num_blocks, channels, 1)
         self.act = activation(act, negative_slope=negative_slope, channels=channels)

@@ -51,9 +51,7 @@ class InvertedResidual(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, int | float) or expand_ratio <= 0:
-            raise SpecError(
-                f"inverted_residual: expand_ratio must be a positive number, got {expand_ratio!r}"
-            )
+            raise SpecError(f"inverted_residual: expand_ratio must be a positive number, got {expand_ratio!r}")
         hidden = round(channels * expand_ratio) if hidden is None else hidden
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0:
             raise SpecError(f"inverted_residual: hidden must be a positive integer, got {hidden!r}")

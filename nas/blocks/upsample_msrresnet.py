@@ -81,8 +81,7 @@ class PixelShuffleStepsUpsampler(nn.Module):
             )
         ins = [channels, *widths[:-1]]
         self.steps = nn.ModuleList(
-            ShuffleStep(i, o, r, kernel_size, act, negative_slope)
-            for i, o, r in zip(ins, widths, factors, strict=True)
+            ShuffleStep(i, o, r, kernel_size, act, negative_slope) for i, o, r in zip(ins, widths, factors, strict=True)
         )
         hr = widths[-1] if hr_channels is None else hr_channels
         self.hr_conv = conv(widths[-1], hr, kernel_size)

@@ -15,9 +15,7 @@ def register(sub) -> None:
     )
     add_model_args(p)
     p.add_argument("--hr", required=True, help="folder of HR images")
-    p.add_argument(
-        "--lr", help="folder of LR images (<name>x<scale>.png or <name>.png); default: downscale HR"
-    )
+    p.add_argument("--lr", help="folder of LR images (<name>x<scale>.png or <name>.png); default: downscale HR")
     p.add_argument("--no-ssim", action="store_true", help="skip SSIM (faster)")
     add_device_arg(p)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -30,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--sampler", help="nsga2 (default), nsga3, tpe, random, qmc")
     p.add_argument("--objectives", help="comma list starting with psnr, e.g. psnr,runtime_ms or psnr,activations")
     p.add_argument("--min-psnr", type=float, help="constraint: keep PSNR >= this (dB)")
+    p.add_argument("--data", help="training/validation data: embedded (default of quick) or a DIV2K-layout folder")
     p.add_argument("--steps", type=int, help="supernet training steps (overrides the space's train.steps)")
     p.add_argument("--device", help="auto (default), cpu or cuda: where runtime is measured and the supernet trains")
     p.add_argument("--backend", choices=["optuna", "ray"], help="optuna (this process, default) or ray (Ray Tune)")
@@ -83,6 +84,8 @@ def run(args) -> int:
     space = load_space(find_space(args.space))
     if args.steps is not None:
         space.train["steps"] = args.steps
+    if args.data is not None:
+        space.train["data"] = args.data
     opts = options_from(space, args)
     run_dir = results_dir() / (args.run or space.name)
     result = run_search(space, run_dir, opts)

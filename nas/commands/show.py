@@ -177,16 +177,16 @@ def run(args) -> int:
 
 
 def _fmt(column: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
     label, div = AXES.get(column, (column, 1.0))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{label} -"
     return f"{label} {float(value) / div:.4g}"
 
 
 def _print(res: dict[str, Any], spec: dict[str, Any] | None) -> None:
     print(
         f"run {res['run']}, trial {res['trial']} ({res['state']})"
-        + (f", model folder {res['model_dir']}" if res["model_dir"] else ", no exported model (only Pareto models are)")
+        + (f", model folder {res['model_dir']}" if res["model_dir"] else ", no exported model (only Pareto ones are)")
     )
     for problem in res["problems"]:
         print(f"warning: {problem}")

@@ -7,9 +7,7 @@ from ._common import print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "zoo", help="list the model zoo", description="List the zoo models and their reference numbers."
-    )
+    p = sub.add_parser("zoo", help="list the model zoo", description="List the zoo models and their reference numbers.")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)
 

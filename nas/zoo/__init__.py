@@ -80,9 +80,7 @@ def build_zoo_model(name: str, weights: str | Path | None = None, official: bool
     if official:
         weights = checkpoint_path(name)
         if weights is None:
-            raise CheckpointError(
-                f"no official checkpoint for {name!r} (reference kit absent or model has none)"
-            )
+            raise CheckpointError(f"no official checkpoint for {name!r} (reference kit absent or model has none)")
     if weights is not None:
         import_weights(model, name, weights)
     return model
