@@ -179,6 +179,22 @@ def plot_front(
             zorder=3,
             label=f"{name}: {len(front)} on front / {len(done)} complete{hv_text}",
         )
+        names = done["reference"] if "reference" in done else pd.Series(index=done.index, dtype=object)
+        designs = done[names.notna() & (names.astype(str) != "")]
+        if len(designs):
+            ax.scatter(
+                scaled(x, designs[x]),
+                scaled(y, designs[y]),
+                marker="D",
+                s=80,
+                facecolors="none",
+                edgecolors=colour,
+                linewidths=1.4,
+                zorder=4,
+                label=f"{name}: hand designs in the same supernet",
+            )
+            for label, px, py in zip(designs["reference"], scaled(x, designs[x]), scaled(y, designs[y]), strict=True):
+                ax.annotate(str(label), (px, py), textcoords="offset points", xytext=(6, -10), fontsize=8, color=colour)
     if references is not None and len(references):
         rx, ry = scaled(x, references[x]), scaled(y, references[y])
         all_x.append(rx)

@@ -10,7 +10,8 @@ The run-folder contract (``srnas search`` writes exactly this; ``srnas front``/`
       trials.csv      one row per trial, columns TRIAL_COLUMNS:
                         trial (int), state (COMPLETE | FAIL | RUNNING | PRUNED), psnr (dB, Y, validation set),
                         runtime_ms, activations, params, flops, flops_fvcore, num_conv, genotype (nas.genotype),
-                        spec (JSON), device, input_size (e.g. 3x256x256), error (FAIL only), duration_s
+                        spec (JSON), device, input_size (e.g. 3x256x256), error (FAIL only), duration_s,
+                        reference (name of the hand design this trial evaluates in the supernet, else empty)
       pareto.csv      the same columns, exactly the non-dominated COMPLETE trials of the search objectives
       models/<trial>/ spec.yaml + weights.safetensors (+ profile.json: nas.profiler Profile.to_dict()) of each
                       Pareto model; a MODEL for every command (nas.resolve.load_model)
@@ -58,6 +59,7 @@ TRIAL_COLUMNS = [
     "input_size",
     "error",
     "duration_s",
+    "reference",
 ]
 NUMERIC_COLUMNS = ["psnr", "runtime_ms", "activations", "params", "flops", "flops_fvcore", "num_conv", "duration_s"]
 INDEX_COLUMNS = ["run", "space", "state", "started", "finished", "trials", "pareto", "best_psnr", "device"]

@@ -356,7 +356,7 @@ def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> Search
         if opts.backend == "ray":
             from .search_ray import run_ray_trials
 
-            run_ray_trials(space, run_dir, opts, weights, device)
+            timings.update(run_ray_trials(space, run_dir, opts, weights, device))
         else:
             evaluator = Evaluator(
                 space,

@@ -194,6 +194,10 @@ class Progress(tune.Callback):
     def close(self) -> None:
         self.bar.close()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its run config (``tuner.pkl``); the bar and the study stay with this process."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("bar", "study")}
+
 
 def _ray_error(trial) -> str:
     """The last line of Ray's error trace of a trial (its exception), or a generic reason."""
@@ -225,6 +229,11 @@ def connect(opts: SearchOptions) -> bool:
             logging_level=logging.WARNING,
         )
     return True
+
+
+def trial_name(trial) -> str:
+    """Ray's name (and folder) of a trial: the Optuna trial number it evaluates, plus Ray's id."""
+    return f"trial{trial.config.get(TRIAL_NUMBER, '')}_{trial.trial_id}"
 
 
 def complete_count(study: optuna.Study) -> int:
@@ -281,6 +290,8 @@ def run_ray_trials(
                     num_samples=samples,
                     max_concurrent_trials=max(opts.workers, 1),
                     reuse_actors=True,
+                    trial_name_creator=trial_name,
+                    trial_dirname_creator=trial_name,
                 ),
                 run_config=tune.RunConfig(
                     storage_path=str(run_dir / "ray"),

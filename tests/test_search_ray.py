@@ -1,0 +1,150 @@
+"""The Ray Tune backend of ``srnas search``: trials land in the run's Optuna study, failures are recorded,
+and running the search again continues it (with Ray or with the local backend)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from nas.evaluator import _key  # noqa: E402  (to poison one cached PSNR)
+from nas.runs import TRIAL_COLUMNS  # noqa: E402
+from nas.search import (  # noqa: E402
+    STUDY_NAME,
+    SUPERNET_WEIGHTS,
+    SearchOptions,
+    run_search,
+    storage_for,
+    train_supernet,
+)
+from nas.search_space import parse_space  # noqa: E402
+
+SPACE = {
+    "name": "raytiny",
+    "scale": 4,
+    "widths": [8],
+    "depths": [1],
+    "candidates": {"res": {"type": "residual"}, "ir": {"type": "inverted_residual", "expand_ratio": 2}},
+    "fusions": {"none": None, "concat": {"type": "concat"}},
+    "upsamplers": {"ps": {"type": "pixelshuffle"}},
+    "global_skips": ["none", "bilinear"],
+    # the reference is evaluated first; the test makes its PSNR NaN (a diverged architecture)
+    "references": {
+        "broken": {"width": 8, "depth": 1, "layers": ["res"], "fusion": "none", "upsampler": "ps", "global_skip": "none"}
+    },
+    "train": {"data": "embedded", "steps": 10, "batch_size": 4, "patch_size": 24, "ckpt_every": 10, "progress": False},
+}
+OPTS = SearchOptions(
+    trials=4,
+    backend="ray",
+    workers=2,
+    runtime_size=[3, 32, 32],
+    runtime_repeats=2,
+    val_max_size=64,
+    device="cpu",
+    export_pareto=False,
+)
+METRICS = ["psnr", "runtime_ms", "activations", "params", "flops", "flops_fvcore", "num_conv", "genotype", "spec"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 1024**2, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def first_run(local_ray, tmp_path_factory) -> tuple[Path, object]:
+    space = parse_space(SPACE)
+    run_dir = tmp_path_factory.mktemp("results") / "raytiny"
+    run_dir.mkdir()
+    weights = train_supernet(space, run_dir, space.train, "cpu")
+    poisoned = space.to_spec(space.references["broken"])
+    stat = weights.stat()
+    cache = run_dir / "cache"
+    cache.mkdir()
+    (cache / f"{_key('psnr', poisoned, _key(stat.st_size, stat.st_mtime_ns))}.json").write_text('{"psnr": NaN}')
+    result = run_search(space, run_dir, OPTS)
+    return run_dir, result
+
+
+def _trials(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "trials.csv")
+
+
+def _study(run_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage_for(run_dir, None))
+
+
+def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "results" / run_dir.name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("ray"))
+    return copy
+
+
+def test_ray_trials_fill_the_study_and_tables(first_run):
+    run_dir, result = first_run
+    df = _trials(run_dir)
+    assert list(df.columns) == TRIAL_COLUMNS
+    complete = df[df["state"] == "COMPLETE"]
+    assert result.complete == len(complete) == OPTS.trials
+    assert complete[METRICS].notna().all().all()
+    assert (complete["device"] == "cpu").all() and (complete["input_size"] == "3x32x32").all()
+    for spec in complete["spec"]:
+        assert json.loads(spec)["width"] == 8
+    pareto = pd.read_csv(run_dir / "pareto.csv")
+    assert 1 <= len(pareto) <= len(complete)
+    assert set(pareto["trial"]) <= set(complete["trial"])
+
+    study = _study(run_dir)  # the same study (name, storage, parameters) the local backend uses
+    trials = {t.number: t for t in study.get_trials()}
+    assert set(trials) == set(df["trial"])
+    for number in complete["trial"]:
+        t = trials[number]
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert t.values == pytest.approx([t.user_attrs["psnr"], t.user_attrs["runtime_ms"]])
+        assert {"depth", "width", "layer0", "fusion", "upsampler", "global_skip"} <= set(t.params)
+        assert {"host", "pid", "worker", "choice", "eval_s"} <= set(t.user_attrs)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "complete" and status["complete"] == OPTS.trials
+    assert {"ray_evaluate_s", "ray_overhead_s"} <= set(status["timings"])
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(first_run):
+    run_dir, result = first_run
+    df = _trials(run_dir).set_index("trial")
+    assert df.loc[0, "state"] == "FAIL"  # the poisoned reference, asked first
+    assert "PSNR is nan" in df.loc[0, "error"]
+    failed = df[df["state"] == "FAIL"]
+    assert result.failed == len(failed) and failed["error"].notna().all()
+    assert _study(run_dir).trials[0].user_attrs["reference"] == "broken"
+
+
+def test_running_again_continues_the_study(first_run, tmp_path):
+    run_dir = _copy_run(first_run[0], tmp_path)
+    before = _trials(run_dir)
+    result = run_search(parse_space(SPACE), run_dir, replace(OPTS, trials=6))
+    after = _trials(run_dir)
+    assert result.complete == 6
+    assert (after["state"] == "COMPLETE").sum() == 6
+    kept = after.set_index("trial").loc[before["trial"]]
+    assert kept["state"].tolist() == before["state"].tolist()
+    assert kept["psnr"].tolist() == pytest.approx(before["psnr"].tolist(), nan_ok=True)
+
+
+def test_the_local_backend_continues_a_ray_study(first_run, tmp_path):
+    run_dir = _copy_run(first_run[0], tmp_path)
+    n = len(_trials(run_dir))
+    result = run_search(parse_space(SPACE), run_dir, replace(OPTS, trials=5, backend="optuna"))
+    after = _trials(run_dir)
+    assert result.complete == 5 and len(after) >= n + 1
+    assert math.isfinite(after.iloc[-1]["psnr"]) or after.iloc[-1]["state"] == "FAIL"
