@@ -39,16 +39,23 @@ def main(argv: list[str] | None = None) -> int:
         model = zoo.build_zoo_model(name, official=official).eval()
         prof = profile_model(model, (3, args.size, args.size), device=args.device, runtime=True, repeats=args.repeats)
         expected = zoo.reference_profile(name)
-        row = {"model": name, **{k: getattr(prof, k) for k in COUNTS}, "runtime_ms": round(prof.runtime_ms, 2),
-               "device": prof.device, "input_size": f"3x{args.size}x{args.size}", "torch": torch.__version__,
-               "counts_match_reference": all(getattr(prof, k) == expected.get(k) for k in COUNTS)}
+        row = {
+            "model": name,
+            **{k: getattr(prof, k) for k in COUNTS},
+            "runtime_ms": round(prof.runtime_ms, 2),
+            "device": prof.device,
+            "input_size": f"3x{args.size}x{args.size}",
+            "torch": torch.__version__,
+            "counts_match_reference": all(getattr(prof, k) == expected.get(k) for k in COUNTS),
+        }
         for set_name in ("Set5", "Set14"):
             key = f"{set_name.lower()}_psnr_y"
             row[f"{key}_reference"] = expected.get(key)
             if official and ref is not None and not args.no_psnr:
                 folder = ref / "images" / set_name
-                res = evaluate_folder(model, folder, folder / "LR_bicubic_X4", 4, device=args.device, ssim=False,
-                                      progress=False)
+                res = evaluate_folder(
+                    model, folder, folder / "LR_bicubic_X4", 4, device=args.device, ssim=False, progress=False
+                )
                 row[key] = round(res["mean"]["psnr_y"], 4)
             else:
                 row[key] = None
@@ -58,15 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     out = results_dir() / "reference"
     atomic_write(out / "zoo.csv", df.to_csv(index=False))
     cpu = platform.processor() or platform.machine()
-    header = (f"# Zoo reference table\n\nMeasured {datetime.now(timezone.utc):%Y-%m-%d} on {args.device} ({cpu}, "
-              f"{torch.get_num_threads()} threads), torch {torch.__version__}, Python {platform.python_version()}.\n"
-              f"Counts at 3x{args.size}x{args.size} (FLOPs: `flops` = AIM/NTIRE22-23 model_summary, `flops_fvcore` = "
-              f"NTIRE24+); runtime = median of {args.repeats} after warm-up; PSNR = x4 Y (float BT.601), shipped "
-              "MATLAB-bicubic LR, official checkpoints. `*_reference` = the reference kit's README values.\n"
-              f"Reproduce: `.venv/bin/python scripts/make_reference_table.py --device {args.device}`\n\n")
+    header = (
+        f"# Zoo reference table\n\nMeasured {datetime.now(timezone.utc):%Y-%m-%d} on {args.device} ({cpu}, "
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}, Python {platform.python_version()}.\n"
+        f"Counts at 3x{args.size}x{args.size} (FLOPs: `flops` = AIM/NTIRE22-23 model_summary, `flops_fvcore` = "
+        f"NTIRE24+); runtime = median of {args.repeats} after warm-up; PSNR = x4 Y (float BT.601), shipped "
+        "MATLAB-bicubic LR, official checkpoints. `*_reference` = the reference kit's README values.\n"
+        f"Reproduce: `.venv/bin/python scripts/make_reference_table.py --device {args.device}`\n\n"
+    )
     atomic_write(out / "zoo.md", header + df.to_markdown(index=False, floatfmt=".4f") + "\n")
-    print(df[["model", "params", "activations", "runtime_ms", "set5_psnr_y", "set14_psnr_y",
-              "counts_match_reference"]].to_string(index=False))
+    print(
+        df[
+            ["model", "params", "activations", "runtime_ms", "set5_psnr_y", "set14_psnr_y", "counts_match_reference"]
+        ].to_string(index=False)
+    )
     return 0 if df["counts_match_reference"].all() else 1
 
 

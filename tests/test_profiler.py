@@ -330,3 +330,11 @@ def test_zoo_profiles_match_reference():
                 if any(v != int(row[col]) for v in values):
                     failures.append(f"{name}: {col} got {values}, reference {row[col]}")
     assert not failures, "\n".join(failures)
+
+
+def test_best_of_three_consecutive_trials_mean():
+    from nas.profiler import Timing
+
+    t = Timing([5.0, 7.0, 1.0, 3.0, 9.0, 9.0])
+    assert t.best3_mean_ms == 2.0  # trials (5,7), (1,3), (9,9)
+    assert Timing([4.0, 2.0]).best3_mean_ms == 3.0

@@ -38,7 +38,14 @@ SPACE = {
     "global_skips": ["none", "bilinear"],
     # the reference is evaluated first; the test makes its PSNR NaN (a diverged architecture)
     "references": {
-        "broken": {"width": 8, "depth": 1, "layers": ["res"], "fusion": "none", "upsampler": "ps", "global_skip": "none"}
+        "broken": {
+            "width": 8,
+            "depth": 1,
+            "layers": ["res"],
+            "fusion": "none",
+            "upsampler": "ps",
+            "global_skip": "none",
+        }
     },
     "train": {"data": "embedded", "steps": 10, "batch_size": 4, "patch_size": 24, "ckpt_every": 10, "progress": False},
 }

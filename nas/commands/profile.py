@@ -121,6 +121,7 @@ def _print_one(name: str, p: Profile) -> None:
             (
                 "runtime",
                 f"{p.runtime_ms:.2f} ms median, {p.runtime_mean_ms:.2f} ms mean, "
+                f"{p.runtime_best3_mean_ms:.2f} ms best-of-3 mean (AIM 2020), "
                 f"{p.runtime_min_ms:.2f} ms min ({p.repeats} runs on {p.device})",
             )
         )
