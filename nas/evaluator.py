@@ -92,7 +92,10 @@ class Evaluator:
     def _psnr(self, model: torch.nn.Module) -> float:
         scores = []
         for pair in self.val:
-            sr = to_uint8(model(to_tensor(pair.lr).to(self.device)))
+            out = model(to_tensor(pair.lr).to(self.device))
+            if not torch.isfinite(out).all():
+                raise SrnasError(f"the subnet's output on {pair.name} is not finite (diverged weights?)")
+            sr = to_uint8(out)
             scores.append(psnr(sr, pair.hr, crop_border=self.space.scale, test_y_channel=True))
         return float(sum(scores) / len(scores))
 

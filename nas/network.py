@@ -40,6 +40,10 @@ class SRNet(nn.Module):
         self.upsampler = UPSAMPLERS.build(
             spec["upsampler"], channels=width, out_channels=spec["out_channels"], scale=scale
         )
+        if spec.get("pruned"):
+            from pruning.surgery import apply_plan  # lazy: pruning builds on nas
+
+            apply_plan(self, spec["pruned"])
 
     @property
     def spec(self) -> dict[str, Any]:

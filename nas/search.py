@@ -175,13 +175,20 @@ def storage_for(run_dir: Path, url: str | None) -> optuna.storages.BaseStorage |
 
 
 def open_study(run_dir: Path, opts: SearchOptions) -> optuna.Study:
+    """Create or continue the run's study. A continued study reseeds its sampler with the number of trials
+    so far, so a resumed search does not redraw the architectures its first start drew."""
+    storage = storage_for(run_dir, opts.storage)
     study = optuna.create_study(
         study_name=STUDY_NAME,
-        storage=storage_for(run_dir, opts.storage),
+        storage=storage,
         directions=[OBJECTIVES[o] for o in opts.objectives],
         sampler=make_sampler(opts.sampler, opts.seed, opts.min_psnr is not None),
         load_if_exists=True,
     )
+    done = len(study.get_trials(deepcopy=False))
+    if done:
+        sampler = make_sampler(opts.sampler, opts.seed + done, opts.min_psnr is not None)
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(opts.objectives)
@@ -257,7 +264,10 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 "duration_s": t.duration.total_seconds() if t.duration else None,
             }
         )
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    for col in ("activations", "params", "flops", "flops_fvcore", "num_conv"):
+        df[col] = pd.to_numeric(df[col]).astype("Int64")  # stay integers next to FAIL rows
+    return df
 
 
 def write_tables(study: optuna.Study, run_dir: Path, opts: SearchOptions) -> pd.DataFrame:

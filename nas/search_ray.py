@@ -9,8 +9,12 @@ user attributes ``nas.search.record`` writes), so ``trials.csv``/``pareto.csv`` 
 
 A failing evaluation is recorded (``error`` attribute, FAIL state) and the search goes on; failures do not
 count towards ``--trials`` (at most ``--trials`` extra attempts, as in the local backend). Running the same
-command again continues the study. Workers need the run folder (supernet weights, journal) at the same
-path, so on several machines use a shared filesystem, or ``--storage postgresql://...`` for the study.
+command again continues the study: trials in flight when the driver was stopped (Ctrl-C, kill) stay RUNNING
+with the driver's host/pid and are re-queued by ``recover_stale`` (ignore Ray's ``Tuner.restore`` hint).
+Each trial takes one CPU (so CPU runtimes are single-threaded) or, on CUDA, one whole GPU, so that
+runtimes are measured without a neighbour on the same GPU. Workers need the run folder (supernet weights,
+journal) at the same path, so on several machines use a shared filesystem, or ``--storage postgresql://...``
+for the study.
 
 On a cluster: ``ray start --head`` on the head node, ``ray start --address HEAD:6379`` on every worker,
 then ``srnas search SPACE --backend ray --ray-address auto --workers N`` on the head node.
@@ -149,10 +153,17 @@ class Progress(tune.Callback):
     Ray calls these hooks after ``OptunaSearch`` has told the study, so the tables see final states.
     """
 
-    def __init__(self, study: optuna.Study, run_dir: Path, opts: SearchOptions, done: int) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
+        run_dir: Path,
+        opts: SearchOptions,
+        done: int,
+    ) -> None:
         from tqdm import tqdm
 
-        self.study, self.run_dir, self.opts = study, run_dir, opts
+        self.study, self.storage, self.run_dir, self.opts = study, storage, run_dir, opts
         self.bar = tqdm(total=opts.trials, initial=done, desc="search (ray)", unit="trial")
         self.finished = self.failed = 0
         self.evaluate_s = self.setup_s = 0.0
@@ -179,13 +190,13 @@ class Progress(tune.Callback):
         self.failed += 1
         frozen = self._frozen(trial)
         if frozen is not None and "error" not in frozen.user_attrs:  # e.g. the worker process died
-            self.study._storage.set_trial_user_attr(frozen._trial_id, "error", _ray_error(trial))
+            self.storage.set_trial_user_attr(frozen._trial_id, "error", _ray_error(trial))
         self.bar.set_postfix(failed=self.failed, refresh=False)
         self._write()
 
     def _frozen(self, trial) -> optuna.trial.FrozenTrial | None:
         trial_id = trial.config.get(TRIAL_ID)
-        return None if trial_id is None else self.study._storage.get_trial(int(trial_id))
+        return None if trial_id is None else self.storage.get_trial(int(trial_id))
 
     def _write(self) -> None:
         write_tables(self.study, self.run_dir, self.opts)
@@ -195,8 +206,8 @@ class Progress(tune.Callback):
         self.bar.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Tune pickles its run config (``tuner.pkl``); the bar and the study stay with this process."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("bar", "study")}
+        """Tune pickles its run config (``tuner.pkl``); the bar and the study stay in this process."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("bar", "study", "storage")}
 
 
 def _ray_error(trial) -> str:
@@ -261,16 +272,17 @@ def run_ray_trials(
         data = str(Path(data).resolve())
     job = RayJob(space, str(run_dir), str(Path(weights).resolve()), data, device, opts)
     gpu = 1 if device.startswith("cuda") else 0  # one trial per GPU: runtimes are measured alone
-    trainable = tune.with_resources(tune.with_parameters(evaluate_trial, job=job), {"cpu": 1, "gpu": gpu})
     sampler = make_sampler(opts.sampler, opts.seed, opts.min_psnr is not None)  # one RNG across rounds
     modes = ["max" if OBJECTIVES[o] == "maximize" else "min" for o in opts.objectives]
 
     t0 = time.perf_counter()
     started = connect(opts)
     timings = {"ray_start_s": round(time.perf_counter() - t0, 2)}
-    progress = Progress(study, run_dir, opts, done)
-    t1 = time.perf_counter()
+    progress = None
     try:
+        trainable = tune.with_resources(tune.with_parameters(evaluate_trial, job=job), {"cpu": 1, "gpu": gpu})
+        progress = Progress(study, storage, run_dir, opts, done)
+        t1 = time.perf_counter()
         remaining = opts.trials - done
         budget = remaining + opts.trials  # failures do not count: at most --trials extra attempts
         while remaining > 0 and budget > 0:
@@ -308,7 +320,8 @@ def run_ray_trials(
             budget -= samples
             remaining = opts.trials - complete_count(study)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         if started:
             ray.shutdown()
     wall = time.perf_counter() - t1

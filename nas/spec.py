@@ -16,6 +16,7 @@ A spec is a mapping::
     body_skip: true            # add the head output to the trunk output
     upsampler: {type: pixelshuffle}   # registry UPSAMPLERS
     global_skip: none          # none | bilinear | bicubic | repeat: image-space skip added to the output
+    pruned: {...}              # optional: channel-pruning plan applied after building (pruning.surgery)
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "global_skip": "none",
 }
 REQUIRED = ("width", "blocks")
-ALLOWED = set(DEFAULTS) | set(REQUIRED) | {"description"}
+ALLOWED = set(DEFAULTS) | set(REQUIRED) | {"description", "pruned"}
 
 
 def _positive_int(spec: dict, key: str) -> None:
@@ -89,6 +90,8 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     for key in ("body_conv", "body_skip"):
         if not isinstance(out[key], bool):
             raise SpecError(f"spec key {key!r} must be true or false, got {out[key]!r}")
+    if out.get("pruned") is not None and not isinstance(out["pruned"], dict):
+        raise SpecError(f"spec key 'pruned' must be a mapping (a pruning plan), got {out['pruned']!r}")
     if out["global_skip"] not in GLOBAL_SKIPS:
         raise SpecError(f"spec key 'global_skip' must be one of {', '.join(GLOBAL_SKIPS)}, got {out['global_skip']!r}")
     return out

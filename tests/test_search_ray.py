@@ -12,20 +12,18 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import ray
 
-ray = pytest.importorskip("ray")
-
-from nas.evaluator import _key  # noqa: E402  (to poison one cached PSNR)
-from nas.runs import TRIAL_COLUMNS  # noqa: E402
-from nas.search import (  # noqa: E402
+from nas.evaluator import _key  # to poison one cached PSNR
+from nas.runs import TRIAL_COLUMNS
+from nas.search import (
     STUDY_NAME,
-    SUPERNET_WEIGHTS,
     SearchOptions,
     run_search,
     storage_for,
     train_supernet,
 )
-from nas.search_space import parse_space  # noqa: E402
+from nas.search_space import parse_space
 
 SPACE = {
     "name": "raytiny",
