@@ -6,7 +6,8 @@ path's own modules takes the leading ``[:n0, :n1, ...]`` block of the shared ten
 (OFA-style width sharing). The path is executed by ``torch.func.functional_call`` on a template of the
 stand-alone model, so ``extract(choice)`` — the same template holding copies of those slices — gives an
 ``nn.Module`` whose output equals the supernet's output for that path, for every block family, with no
-per-family slicing code. Depth keeps the first ``depth`` layers. BatchNorm statistics are recalibrated
+per-family slicing code. Depth keeps the first ``depth`` layers. The upsampler (tail) has separate weights
+per image-skip mode (``tail_key``). BatchNorm statistics are recalibrated
 per subnet on extraction (``recalibrate_bn``).
 """
 
@@ -29,6 +30,12 @@ from .registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
 from .search_space import SearchSpace
 
 TEMPLATE_CACHE = 64
+
+
+def tail_key(upsampler: str, global_skip: str) -> str:
+    """Upsamplers are not shared across image-skip modes: with a skip the tail predicts a residual, without
+    one the whole image, and one set of weights cannot serve both."""
+    return f"{upsampler}+{global_skip}"
 
 
 def choice_key(choice: dict[str, Any]) -> str:
@@ -60,7 +67,7 @@ class Supernet(nn.Module):
         self.body_conv = conv(width, width, 3) if space.body_conv else None
         self.upsamplers = nn.ModuleDict(
             {
-                name: _build(
+                tail_key(name, skip): _build(
                     UPSAMPLERS,
                     f"upsamplers.{name}",
                     cfg,
@@ -69,6 +76,7 @@ class Supernet(nn.Module):
                     scale=space.scale,
                 )
                 for name, cfg in space.upsamplers.items()
+                for skip in space.global_skips
             }
         )
         self._templates: OrderedDict[str, tuple[SRNet, dict[str, str]]] = OrderedDict()
@@ -109,7 +117,7 @@ class Supernet(nn.Module):
         if top == "fusion":
             return f"fusions.{choice['fusion']}.{rest}"
         if top == "upsampler":
-            return f"upsamplers.{choice['upsampler']}.{rest}"
+            return f"upsamplers.{tail_key(choice['upsampler'], choice['global_skip'])}.{rest}"
         return name
 
     def path_tensors(self, choice: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -1,8 +1,57 @@
-"""Channel pruning of SRNets (placeholder docstring, rewritten below)."""
+"""Channel pruning of SRNets: channel graph -> gates -> importance/cost -> physically smaller model.
+
+Typical loop (the schedule, CLI and distillation build on these)::
+
+    from pruning import GatedModel, TaylorImportance, cost_of, normalized, shrink, unit_costs
+
+    gated = GatedModel(model, mode="fine")           # or "coupled"; model: any SRNet (zoo, spec, searched subnet)
+    taylor = TaylorImportance(gated)
+    for lr, hr in batches:                           # gate_values is a Parameter: fine-tune gates + weights
+        loss = l1(gated(lr), hr); loss.backward(); taylor.accumulate(); ...
+    score = normalized(taylor.scores(), unit_costs(gated, "latency", (3, 256, 256)))
+    gated.prune(lowest_live_entries(score))          # your policy; check empty_convs(gated) stays []
+    cost_of(gated, "flops", (3, 256, 256))          # exact cost of the model shrink() would give, no shrinking
+    small, spec = shrink(gated)                      # real smaller convs, no gates; small(x) == gated(x)
+    nas.resolve.save_model(folder, small, spec)      # folder works with srnas profile / eval / sr
+
+Modules:
+
+``pruning.graph`` -- ``analyze(model, example_size=(17, 19)) -> ChannelGraph``: channel *units* (union-find
+    classes of channels that can only be pruned together) and *spaces* (units linked by residual adds,
+    attention products, concatenations). ``ChannelGraph``: ``num_units``; per-unit numpy arrays
+    ``unit_space``, ``unit_image``, ``unit_frozen``, ``unit_shared``, ``unit_private``, ``unit_prunable``,
+    ``unit_channels`` (r^2 for pixel-shuffle groups); ``reasons`` (unit -> why frozen); ``spaces``
+    (``Space(id, units, size, members=[(module, role, offset, length)], private, frozen, image)``);
+    ``convs`` (path -> ``ConvInfo(name, kind=conv|depthwise|fixed, in_units, out_units, norm)``), ``norms``
+    (BN/PReLU/depthwise -> ``NormInfo``), ``splits``, ``calls``, ``unknown_ops``; ``space_of(module, role)``;
+    ``summary()`` (printable; lists every frozen unit's reason).
+``pruning.gates`` -- ``GatedModel(model, mode="fine"|"coupled", graph=None)``: flat ``gate_values``
+    (Parameter, init 1) and ``gate_mask`` (bool buffer); effective gate = value * mask; an entry is pruned when
+    that is 0. Gates by name (``gates: dict[str, Gate]``; fine: ``"<conv>:out"``, ``"<conv>:in"``; coupled:
+    ``"space<N>"``), each ``Gate(name, role, module, units, start)`` with ``.slice``/``.size``. Methods:
+    ``gate_names()``, ``gate(name)``, ``set_gate(name, values)``, ``masks()``, ``set_mask(name, keep)``,
+    ``set_masks(dict)``, ``prune(flat_entries)``, ``effective()``, ``live_entries()`` (nonzero and unit
+    alive), ``unit_alive(nz=None)``, ``hooks_disabled()`` (context: the ungated model), ``remove()``
+    (detach hooks). ``entry_unit``/``entry_role`` describe flat entries; ``ports[conv]`` maps each conv
+    channel to its flat entry. See the module docstring for exact fine/coupled semantics.
+``pruning.importance`` -- flat per-entry scores (``per_gate`` splits by name; pruned entries score 0):
+    ``TaylorImportance(gated)`` (``accumulate()`` after each backward, ``scores()``, ``reset()``: Gate
+    Decorator |g * dL/dg| summed over batches), ``l1_importance(gated)``; costs: ``cost_of(gated, metric,
+    input_size)`` with metric ``params|flops|activations|num_conv|latency`` or a ``{metric: weight}``
+    mapping (equal to ``nas.profiler.count_complexity`` of the shrunk model), ``unit_costs(gated, metric,
+    input_size)`` (what pruning each entry alone saves), ``normalized(scores, costs)``, ``cost_model(gated,
+    input_size) -> CostModel`` (``counts(nz)``, ``cost(metric, nz)`` for hypothetical masks).
+``pruning.shrink`` -- ``shrink(gated) -> (model, spec)``; ``make_plan(gated)`` (the ``pruned`` plan);
+    ``empty_convs(gated)`` (convs a mask pattern would empty; shrink refuses them); ``compose_plans``.
+``pruning.surgery`` -- the plan format (module docstring), ``apply_plan(model, plan)`` (called by
+    ``nas.network.SRNet`` for specs with a ``pruned`` key), ``encode_indices``/``decode_indices``,
+    ``PrunedConv2d``/``PrunedBatchNorm2d`` (gather/scatter), ``SPLIT_ADAPTERS`` (IMDB).
+"""
 
 from .gates import Gate, GatedModel
 from .graph import ChannelGraph, Space, analyze
 from .importance import (
+    METRICS,
     CostModel,
     TaylorImportance,
     cost_model,
@@ -12,10 +61,11 @@ from .importance import (
     per_gate,
     unit_costs,
 )
-from .shrink import empty_convs, make_plan, shrink
+from .shrink import compose_plans, empty_convs, make_plan, shrink
 from .surgery import apply_plan, decode_indices, encode_indices
 
 __all__ = [
+    "METRICS",
     "ChannelGraph",
     "CostModel",
     "Gate",
@@ -24,6 +74,7 @@ __all__ = [
     "TaylorImportance",
     "analyze",
     "apply_plan",
+    "compose_plans",
     "cost_model",
     "cost_of",
     "decode_indices",

@@ -21,6 +21,7 @@ Depthwise convs, BatchNorm and PReLU are per-channel: they follow their units an
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -95,8 +96,12 @@ class GatedModel(nn.Module):
         self.entry_role = np.concatenate([[g.role] * g.size for g in self.gates.values()] or [np.zeros(0, str)])
         self._index_ports()
         self._hooks_enabled = True
+        self._ext = self._alive = None
         self._handles: list = []
         self._attach()
+        device = next((p.device for p in model.parameters()), None)
+        if device is not None:
+            self.to(device)
 
     # ------------------------------------------------------------------ construction
 
@@ -155,24 +160,29 @@ class GatedModel(nn.Module):
         self.model._pruning_gated = True
         modules = dict(self.model.named_modules())
         prunable = self.graph.unit_prunable
-        self._handles.append(self.model.register_forward_pre_hook(lambda m, args: self._prepare()))
+        # hooks are partials of bound methods, so a deepcopy of the GatedModel gates its own copy
+        self._handles.append(self.model.register_forward_pre_hook(self._prepare))
+        self._handles.append(self.model.register_forward_hook(self._release))
         for i, conv in enumerate(c for c in self.graph.convs.values() if c.kind == "conv"):
             port = self.ports[conv.name]
             if (port["out"] < self.num_entries).any():
                 target = modules[conv.norm or conv.name]
-                self._handles.append(target.register_forward_hook(lambda m, a, out, i=i: self._scale_out(i, out)))
+                self._handles.append(target.register_forward_hook(functools.partial(self._scale_out, i)))
             if prunable[conv.in_units].any():
-                self._handles.append(modules[conv.name].register_forward_pre_hook(lambda m, a, i=i: self._scale_in(i, a)))
+                self._handles.append(modules[conv.name].register_forward_pre_hook(functools.partial(self._scale_in, i)))
 
     # ------------------------------------------------------------------ forward
 
-    def _prepare(self) -> None:
+    def _prepare(self, module: nn.Module, args: tuple) -> None:
         if not self._hooks_enabled:
             return
         eff = self.gate_values * self.gate_mask
         self._ext = torch.cat([eff, eff.new_ones(1)])
         with torch.no_grad():
             self._alive = self._unit_alive_torch(eff != 0)
+
+    def _release(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        self._ext = self._alive = None  # no autograd graph kept on the module between passes
 
     def _unit_alive_torch(self, nz: torch.Tensor) -> torch.Tensor:
         n = self.graph.num_units
@@ -187,12 +197,12 @@ class GatedModel(nn.Module):
             counts.append(c > 0)
         return torch.where(self._private, counts[0] & counts[1], alive)
 
-    def _scale_out(self, i: int, out: torch.Tensor) -> torch.Tensor | None:
+    def _scale_out(self, i: int, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
         if not self._hooks_enabled:
             return None
         return out * self._ext[getattr(self, f"_out{i}")].view(1, -1, 1, 1)
 
-    def _scale_in(self, i: int, args: tuple) -> tuple | None:
+    def _scale_in(self, i: int, module: nn.Module, args: tuple) -> tuple | None:
         if not self._hooks_enabled:
             return None
         alive = self._alive[getattr(self, f"_inu{i}")].to(args[0].dtype)
@@ -230,7 +240,8 @@ class GatedModel(nn.Module):
 
     def set_gate(self, name: str, values: torch.Tensor | Sequence[float]) -> None:
         with torch.no_grad():
-            self.gate_values[self._gate(name).slice] = torch.as_tensor(values, dtype=self.gate_values.dtype)
+            values = torch.as_tensor(values, dtype=self.gate_values.dtype, device=self.gate_values.device)
+            self.gate_values[self._gate(name).slice] = values
 
     def effective(self) -> torch.Tensor:
         """All entries' effective gates ``value * mask`` (flat, detached)."""
@@ -251,6 +262,11 @@ class GatedModel(nn.Module):
             self.gate_mask[gate.slice] = keep
             values = self.gate_values[gate.slice]
             values[keep & (values == 0)] = 1.0
+
+    def prune(self, entries: Sequence[int] | torch.Tensor) -> None:
+        """Mask the given flat entries (indices into ``gate_values``)."""
+        with torch.no_grad():
+            self.gate_mask[torch.as_tensor(entries, dtype=torch.long, device=self.gate_mask.device)] = False
 
     def set_masks(self, masks: Mapping[str, torch.Tensor | Sequence[bool]]) -> None:
         for name, keep in masks.items():
@@ -280,7 +296,9 @@ class GatedModel(nn.Module):
 
     def _gate(self, name: str) -> Gate:
         if name not in self.gates:
-            raise SrnasError(f"unknown gate {name!r}; the model has {len(self.gates)} gates, e.g. {list(self.gates)[:4]}")
+            raise SrnasError(
+                f"unknown gate {name!r}; the model has {len(self.gates)} gates, e.g. {list(self.gates)[:4]}"
+            )
         return self.gates[name]
 
     def extra_repr(self) -> str:

@@ -43,14 +43,41 @@ EXAMPLE_SIZE = (17, 19)  # small, odd, distinct H and W; ESA needs >= 15 pixels
 SUMMARY_ACTS = (nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6)  # counted by the challenge FLOP counter
 COUNTED = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.Linear, *SUMMARY_ACTS)
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # ops that act on each channel independently (possibly combining several tensors channel by channel)
-CHANNELWISE = set(
-    ["add", "sub", "mul", "div", "truediv", "floordiv", "rsub", "radd", "rmul", "rdiv", "rtruediv", "rfloordiv", "remainder", "pow", "rpow", "maximum", "minimum", "fmax", "fmin", "where", "lerp", "addcmul", "addcdiv", "atan2", "hypot", "copysign", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor", "logical_not", "and", "or", "xor", "masked_fill", "copy", "relu", "relu6", "leaky_relu", "hardtanh", "elu", "selu", "celu", "gelu", "silu", "mish", "sigmoid", "tanh", "softplus", "hardswish", "hardsigmoid", "logsigmoid", "hardshrink", "softshrink", "tanhshrink", "threshold", "rrelu", "abs", "neg", "pos", "exp", "expm1", "log", "log1p", "log2", "sqrt", "rsqrt", "square", "reciprocal", "sign", "clamp", "clip", "clamp_min", "clamp_max", "round", "floor", "ceil", "trunc", "frac", "nan_to_num", "contiguous", "clone", "detach", "to", "float", "double", "half", "bfloat16", "type", "type_as", "cpu", "cuda", "requires_grad", "fill", "zero", "dropout", "dropout2d", "alpha_dropout", "feature_alpha_dropout", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "lp_pool2d", "max_pool2d_with_indices", "fractional_max_pool2d"]
+CHANNELWISE = _words(
+    """
+    add sub mul div truediv floordiv rsub radd rmul rdiv rtruediv rfloordiv remainder pow rpow maximum minimum
+    fmax fmin where lerp addcmul addcdiv atan2 hypot copysign eq ne lt le gt ge logical_and logical_or
+    logical_xor logical_not and or xor masked_fill copy relu relu6 leaky_relu hardtanh elu selu celu gelu silu
+    mish sigmoid tanh softplus hardswish hardsigmoid logsigmoid hardshrink softshrink tanhshrink threshold
+    rrelu abs neg pos exp expm1 log log1p log2 sqrt rsqrt square reciprocal sign clamp clip clamp_min
+    clamp_max round floor ceil trunc frac nan_to_num contiguous clone detach to float double half bfloat16
+    type type_as cpu cuda requires_grad fill zero dropout dropout2d alpha_dropout feature_alpha_dropout
+    zeros_like ones_like empty_like full_like rand_like randn_like interpolate upsample upsample_nearest
+    upsample_bilinear max_pool2d avg_pool2d adaptive_avg_pool2d adaptive_max_pool2d lp_pool2d
+    max_pool2d_with_indices fractional_max_pool2d
+    """
 )
-REDUCTIONS = set(
-    ["sum", "mean", "std", "var", "amax", "amin", "max", "min", "prod", "norm", "logsumexp", "median", "nansum", "nanmean", "std_mean", "var_mean", "all", "any", "count_nonzero", "argmax", "argmin", "softmax", "log_softmax", "softmin", "cumsum", "cumprod"]
+REDUCTIONS = _words(
+    """
+    sum mean std var amax amin max min prod norm logsumexp median nansum nanmean std_mean var_mean all any
+    count_nonzero argmax argmin softmax log_softmax softmin cumsum cumprod
+    """
 )
-VIEWS = set(["reshape", "view", "view_as", "reshape_as", "flatten", "unflatten", "squeeze", "unsqueeze", "expand", "expand_as", "repeat"])
+# channelwise ops that combine all their tensor operands (the others read only their first tensor)
+COMBINING = _words(
+    """
+    add sub mul div truediv floordiv rsub radd rmul rdiv rtruediv rfloordiv remainder pow rpow maximum minimum
+    fmax fmin where lerp addcmul addcdiv atan2 hypot copysign eq ne lt le gt ge logical_and logical_or
+    logical_xor and or xor masked_fill copy clamp clip max min
+    """
+)
+VIEWS = _words("reshape view view_as reshape_as flatten unflatten squeeze unsqueeze expand expand_as repeat")
 PERMUTES = {"permute", "transpose", "swapaxes", "swapdims"}
 SELECTS = {"split", "split_with_sizes", "chunk", "tensor_split", "narrow", "getitem"}
 CATS = {"cat", "concat", "concatenate"}
@@ -296,7 +323,7 @@ class _Analysis:
 
     @property
     def where(self) -> str:
-        return self.stack[-1] if self.stack else "(model)"
+        return (self.stack[-1] if self.stack else "") or "(model)"
 
     def track(self, t: torch.Tensor, nodes: np.ndarray) -> None:
         self.tmap[id(t)] = nodes
@@ -367,6 +394,9 @@ class _Analysis:
 
     def record(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         outputs = _tensors(out)
+        if _name(func) == "setitem":  # x[idx] = y writes in place and returns nothing
+            self.freeze_op("item assignment", _tensors(args), [])
+            return
         if not outputs:
             return  # size(), dim(), item(): no tensor flows on
         inputs = _tensors(args) + _tensors(kwargs)
@@ -400,8 +430,8 @@ class _Analysis:
                 self.freeze_op("pad over channels", inputs, outputs)
         elif name in REDUCTIONS and len(inputs) == 1:
             self._reduction(name, args, kwargs, outputs)
-        elif name in CHANNELWISE or (name in REDUCTIONS and name in ("max", "min")):
-            self._channelwise(name, inputs, outputs)
+        elif name in CHANNELWISE or name in COMBINING:
+            self._channelwise(name, inputs if name in COMBINING else inputs[:1], outputs)
         else:
             self.freeze_op(name or repr(func), inputs, outputs)
 
@@ -436,8 +466,9 @@ class _Analysis:
 
     def _reduction(self, name: str, args: tuple, kwargs: dict, outputs: list[torch.Tensor]) -> None:
         x = args[0]
-        dim = _arg(args, kwargs, 1, "dim")
-        keepdim = bool(_arg(args, kwargs, 3 if name in ("std", "var") else 2, "keepdim", False))
+        dim = _arg(args, kwargs, 2 if name == "norm" else 1, "dim")
+        keepdim_at = 3 if name in ("std", "var", "std_mean", "var_mean", "norm") else 2
+        keepdim = bool(_arg(args, kwargs, keepdim_at, "keepdim", False))
         if name in ("softmax", "log_softmax", "softmin", "cumsum", "cumprod"):
             keepdim = True
         if isinstance(dim, int) and not isinstance(dim, bool):
@@ -624,7 +655,9 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def analyze(model: nn.Module, example_size: Sequence[int] = EXAMPLE_SIZE, in_channels: int | None = None) -> ChannelGraph:
+def analyze(
+    model: nn.Module, example_size: Sequence[int] = EXAMPLE_SIZE, in_channels: int | None = None
+) -> ChannelGraph:
     """The channel graph of ``model`` from one forward pass on a ``1 x C x H x W`` random input."""
     if in_channels is None:
         spec = getattr(model, "spec", None)
@@ -642,8 +675,6 @@ def analyze(model: nn.Module, example_size: Sequence[int] = EXAMPLE_SIZE, in_cha
         model.eval()
         with torch.no_grad(), _Recorder(a):
             out = model(x)
-    except SrnasError:
-        raise
     except Exception as exc:  # noqa: BLE001 - name the module that failed
         raise SrnasError(f"channel analysis failed in module {a.where!r}: {type(exc).__name__}: {exc}") from exc
     finally:

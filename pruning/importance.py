@@ -166,9 +166,10 @@ class CostModel:
                 self.calls.append(("act", segment(call.units), sp))
             elif call.kind == "bn":
                 seg = norm_seg.get(call.module)
-                if seg is None:
-                    raise SrnasError(f"cost model: BatchNorm {call.module} was not seen by the channel analysis")
-                self.calls.append(("bn", seg, sp * (2 if m.affine else 1)))
+                if seg is None:  # a BatchNorm the analysis froze: unchanged
+                    self.const["flops"] += sp * m.num_features * (2 if m.affine else 1)
+                else:
+                    self.calls.append(("bn", seg, sp * (2 if m.affine else 1)))
         lengths = [len(u) for u in seg_units]
         if any(n == 0 for n in lengths):
             raise SrnasError("cost model: a module with no channels")
@@ -186,14 +187,14 @@ class CostModel:
         vals = (alive[self.units] & ext[self.entries]).astype(np.int64)
         n = np.add.reduceat(vals, self.starts) if len(vals) else np.zeros(0, np.int64)
         out = Counter({k: float(v) for k, v in self.const.items()})
-        for oa, ok, ia, ik, k2, bias, dw in self.convs:
+        for _oa, ok, _ia, ik, k2, bias, dw in self.convs:
             out["params"] += k2 * n[ik] * (1 if dw else n[ok]) + (n[ok] if bias else 0)
         for seg, per in self.norms:
             out["params"] += per * n[seg]
         for call in self.calls:
             kind = call[0]
             if kind == "conv":
-                (oa, ok, ia, ik), coef, sp, fused = call[1], call[2], call[3], call[4]
+                (oa, ok, _ia, ik), coef, sp, fused = call[1], call[2], call[3], call[4]
                 out["flops"] += coef * n[ik] * n[ok]
                 scatter = not fused and n[ok] != n[oa]
                 out["activations"] += sp * (n[oa] if scatter else n[ok])

@@ -90,7 +90,10 @@ def make_plan(gated: GatedModel) -> dict[str, Any]:
             continue
         lay = layouts[conv.name]
         out_keep, out_alive, in_keep, in_alive = lay["out_keep"], lay["out_alive"], lay["in_keep"], lay["in_alive"]
-        entry: dict[str, Any] = {"out": encode_indices(np.flatnonzero(out_keep)), "in": encode_indices(np.flatnonzero(in_keep))}
+        entry: dict[str, Any] = {
+            "out": encode_indices(np.flatnonzero(out_keep)),
+            "in": encode_indices(np.flatnonzero(in_keep)),
+        }
         scatter = None
         if (out_keep != out_alive).any():
             scatter = {"width": int(out_alive.sum()), "index": encode_indices(_positions(out_keep, out_alive))}
@@ -188,7 +191,11 @@ def compose_plans(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
                     f"cannot prune again a model whose plan scatters/gathers channels ({section} {path}); "
                     "prune the original model instead"
                 )
-    out = {"mode": new["mode"], "convs": copy.deepcopy(old.get("convs") or {}), "norms": copy.deepcopy(old.get("norms") or {})}
+    out = {
+        "mode": new["mode"],
+        "convs": copy.deepcopy(old.get("convs") or {}),
+        "norms": copy.deepcopy(old.get("norms") or {}),
+    }
     for path, entry in new["convs"].items():
         prev = out["convs"].get(path)
         merged = dict(entry)

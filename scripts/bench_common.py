@@ -8,6 +8,7 @@ measured in one run on one machine; the environment record says which machine.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -36,6 +37,22 @@ BUSY_LOAD = 0.5  # 1-min load per CPU above which the Markdown warns that CPU ti
 def bench_dir() -> Path:
     """``<results>/bench``: where every benchmark writes."""
     return results_dir() / BENCH_DIR
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and each option's default unless its help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not hidden and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def make_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose ``--help`` shows the script's docstring and the defaults."""
+    return argparse.ArgumentParser(description=doc, formatter_class=_HelpFormatter)
 
 
 # ----------------------------------------------------------------------------- environment

@@ -10,12 +10,11 @@ differs or a checkpoint does not load.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from typing import Any
 
-from bench_common import command_line, environment, markdown_table, print_table, write_results
+from bench_common import command_line, environment, make_parser, markdown_table, print_table, write_results
 from tqdm import tqdm
 
 from nas import zoo
@@ -58,9 +57,7 @@ def profile_row(name: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
+    parser = make_parser(__doc__)
     parser.add_argument("--models", nargs="+", metavar="NAME", help="zoo models (default: all)")
     args = parser.parse_args(argv)
     names = args.models or zoo.list_zoo()

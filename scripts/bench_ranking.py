@@ -36,6 +36,7 @@ from bench_common import (
     distinct_choices,
     environment,
     kendall_tau,
+    make_parser,
     markdown_table,
     permutation_pvalue,
     print_table,
@@ -56,7 +57,9 @@ from nas.search_space import SearchSpace, load_space, parse_space
 from nas.train import TrainConfig, evaluate, train
 
 NAME = "ranking"
-DEFAULT_STEPS = 1000  # 8 subnets + the quick supernet: about 40 min on a free 2-core CPU (see --help)
+# ~0.3 s per step (batch 16, LR patch 24) on a free 2-core CPU: 8 x 800 steps ~ 32 min, + ~8 min for quick's
+# 1500-step supernet when it is trained here -- about 40 min in all
+DEFAULT_STEPS = 800
 COUNT_SIZE = (3, 256, 256)
 PROXIES = ("params", "activations", "flops")
 # TrainConfig fields that do not change the trained weights: left out of a stand-alone run's id
@@ -128,9 +131,7 @@ def train_standalone(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
+    parser = make_parser(__doc__)
     parser.add_argument("--run", help="reuse this search run's supernet and space (folder or name under results/)")
     parser.add_argument("--space", default="quick", help="search space to train here when --run is absent")
     parser.add_argument("--supernet-steps", type=int, help="supernet training steps (default: the space's)")
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     inherited = [r["psnr_inherited"] for r in rows]
     alone = [r["psnr_standalone"] for r in rows]
     for r, a, b in zip(rows, ranks([-v for v in inherited]), ranks([-v for v in alone]), strict=True):
-        r["rank_inherited"], r["rank_standalone"] = a, b
+        r["rank_inherited"], r["rank_standalone"] = (int(v) if float(v).is_integer() else float(v) for v in (a, b))
     summary: dict[str, Any] = {
         "subnets": len(rows),
         "kendall_tau": kendall_tau(inherited, alone),

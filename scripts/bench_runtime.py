@@ -14,7 +14,6 @@ RFDN is always measured, as the baseline of the ratios.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib.util
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_common import command_line, environment, markdown_table, print_table, write_results
+from bench_common import command_line, environment, make_parser, markdown_table, print_table, write_results
 from torch import nn
 from tqdm import tqdm
 
@@ -246,10 +245,97 @@ def build_models(names: list[str]) -> dict[str, tuple[nn.Module, str]]:
     return models
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+def measure_one(
+    variant: str, model: nn.Module, size: InputSize, device: str, repeats: int, warmup: int
+) -> dict[str, Any]:
+    """Status and timing fields of one measurement; a failure is recorded with its reason."""
+    try:
+        timing, extra = time_variant(variant, model, size, device, repeats, warmup)
+    except Skip as exc:
+        return {"status": "skipped", "reason": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - reported with its reason; the benchmark goes on
+        return {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+    return {
+        "status": "ok",
+        "median_ms": timing.median_ms,
+        "mean_ms": timing.mean_ms,
+        "min_ms": timing.min_ms,
+        "times_ms": [round(t, 4) for t in timing.times_ms],
+        "memory_mb": timing.memory_mb,
+        **extra,
+    }
+
+
+def measure_all(
+    models: dict[str, tuple[nn.Module, str]],
+    devices: list[str],
+    sizes: list[tuple[str, str, InputSize]],
+    variants: list[str],
+    repeats: int,
+    warmup: int,
+) -> list[dict[str, Any]]:
+    """One row per (device, size, variant, model), the models of one (device, size, variant) back to back."""
+    rows = []
+    bar = tqdm(total=len(devices) * len(sizes) * len(variants) * len(models), desc="runtime", unit="run")
+    for device in devices:
+        on_device = {n: (copy.deepcopy(m).to(device), w) for n, (m, w) in models.items()}
+        for group, label, size in sizes:
+            for variant in variants:
+                for name, (model, weights) in on_device.items():
+                    bar.set_postfix_str(f"{device} {variant} {label} {name}", refresh=False)
+                    row = {"device": device, "variant": variant, "model": name, "group": group, "size": label}
+                    row.update(input_size=list(size), weights=weights, repeats=repeats, warmup=warmup)
+                    row.update(measure_one(variant, model, size, device, repeats, warmup))
+                    rows.append(row)
+                    bar.update(1)
+        del on_device
+    bar.close()
+    return rows
+
+
+def render_markdown(
+    rows: list[dict[str, Any]],
+    table: list[dict[str, Any]],
+    columns: list[str],
+    notes: list[str],
+    repeats: int,
+    warmup: int,
+) -> str:
+    """The Markdown body: protocol, notes, the summary table and every measurement."""
+    detail_cols = ["device", "variant", "model", "size", "status", "median_ms", "min_ms", "ratio_to_rfdn", "weights"]
+    if any("compile_s" in r for r in rows):
+        detail_cols.append("compile_s")
+    if any(r.get("memory_mb") is not None for r in rows):
+        detail_cols.append("memory_mb")
+    return (
+        "## Protocol\n\n"
+        f"- Median of {repeats} timed forward passes after {warmup} warm-up passes, batch 1, one fixed "
+        "random input per size (`nas.profiler.measure_runtime`; CUDA events + synchronize on CUDA, "
+        "`time.perf_counter` on CPU); float32; official checkpoints where the reference kit has them.\n"
+        f"- `(Nx)` = ratio to {BASELINE.upper()} (AIM 2020 winner) measured in this run on the same device, "
+        "variant and size: the number to compare across machines. Absolute milliseconds depend on this "
+        "machine and its load at the time.\n"
+        f"- `{SET5_MEAN}` = mean over the five Set5 x4 LR images' sizes of the per-image medians (the "
+        "challenges average per image).\n"
+        "- `channels_last`: weights in channels-last format, input converted inside the timed pass. "
+        "`compile`: `torch.compile(dynamic=False)`, default mode, compiled per model and size after "
+        "`torch._dynamo.reset()`; compile time (`compile_s`) not timed. `onnxruntime`: exported per size, "
+        "`InferenceSession.run` timed with `perf_counter` (host/device copies included).\n"
+        "- **Official code path: not compared.** The official implementations are not part of this "
+        "repository (the reference kit holds their checkpoints and measured counts, not their code), so "
+        "their runtime cannot be measured here; these are the zoo re-implementations, whose counts match "
+        "the official numbers exactly (see `profile.md`).\n\n"
+        + ("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" if notes else "")
+        + "## Summary\n\n"
+        + markdown_table(table, columns)
+        + "\n\n## All measurements\n\n"
+        + markdown_table(rows, detail_cols, floatfmt=".3f")
+        + "\n"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser(__doc__)
     parser.add_argument("--models", nargs="+", metavar="NAME", help=f"zoo models (default: all; {BASELINE} always)")
     parser.add_argument(
         "--sizes", nargs="+", default=["256", SET5], metavar="SIZE", help="N, HxW or set5 (default: 256 set5)"
@@ -260,7 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed passes per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed passes before timing")
     parser.add_argument(
-        "--variants", nargs="+", choices=VARIANTS, default=["eager", "channels_last", "onnxruntime"], metavar="V"
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=["eager", "channels_last", "onnxruntime"],
+        metavar="V",
+        help=f"of {', '.join(VARIANTS)}",
     )
     parser.add_argument("--compile", action="store_true", help="add the torch.compile variant (slow to compile)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -287,48 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         if reason:
             notes.append(reason)
             variants.remove(variant)
-    models = build_models(names)
-    rows: list[dict[str, Any]] = []
-    failed_eager = False
-    bar = tqdm(total=len(devices) * len(sizes) * len(variants) * len(names), desc="runtime", unit="run")
-    for device in devices:
-        on_device = {n: (copy.deepcopy(m).to(device), w) for n, (m, w) in models.items()}
-        for group, label, size in sizes:
-            for variant in variants:
-                for name, (model, weights) in on_device.items():
-                    bar.set_postfix_str(f"{device} {variant} {label} {name}", refresh=False)
-                    row: dict[str, Any] = {
-                        "device": device,
-                        "variant": variant,
-                        "model": name,
-                        "group": group,
-                        "size": label,
-                        "input_size": list(size),
-                        "weights": weights,
-                        "repeats": args.repeats,
-                        "warmup": args.warmup,
-                    }
-                    try:
-                        timing, extra = time_variant(variant, model, size, device, args.repeats, args.warmup)
-                    except Skip as exc:
-                        row.update(status="skipped", reason=str(exc))
-                    except Exception as exc:  # noqa: BLE001 - reported with its reason; the benchmark goes on
-                        row.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-                        failed_eager |= variant == "eager"
-                    else:
-                        row.update(
-                            status="ok",
-                            median_ms=timing.median_ms,
-                            mean_ms=timing.mean_ms,
-                            min_ms=timing.min_ms,
-                            times_ms=[round(t, 4) for t in timing.times_ms],
-                            memory_mb=timing.memory_mb,
-                            **extra,
-                        )
-                    rows.append(row)
-                    bar.update(1)
-        del on_device
-    bar.close()
+    rows = measure_all(build_models(names), devices, sizes, variants, args.repeats, args.warmup)
     rows = add_set5_means(rows)
     add_ratios(rows)
     problems = sorted(
@@ -337,36 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     notes += problems
 
     table, columns = summary_table(rows, names)
-    detail_cols = ["device", "variant", "model", "size", "status", "median_ms", "min_ms", "ratio_to_rfdn", "weights"]
-    if any("compile_s" in r for r in rows):
-        detail_cols.append("compile_s")
-    if any(r.get("memory_mb") is not None for r in rows):
-        detail_cols.append("memory_mb")
-    body = (
-        "## Protocol\n\n"
-        f"- Median of {args.repeats} timed forward passes after {args.warmup} warm-up passes, batch 1, one fixed "
-        "random input per size (`nas.profiler.measure_runtime`; CUDA events + synchronize on CUDA, "
-        "`time.perf_counter` on CPU); float32; official checkpoints where the reference kit has them.\n"
-        f"- `(Nx)` = ratio to {BASELINE.upper()} (AIM 2020 winner) measured in this run on the same device, "
-        "variant and size: the number to compare across machines. Absolute milliseconds depend on this "
-        "machine and its load at the time.\n"
-        f"- `{SET5_MEAN}` = mean over the five Set5 x4 LR images' sizes of the per-image medians (the "
-        "challenges average per image).\n"
-        "- `channels_last`: weights in channels-last format, input converted inside the timed pass. "
-        "`compile`: `torch.compile(dynamic=False)`, default mode, compiled per model and size after "
-        "`torch._dynamo.reset()`; compile time (`compile_s`) not timed. `onnxruntime`: exported per size, "
-        "`InferenceSession.run` timed with `perf_counter` (host/device copies included).\n"
-        "- **Official code path: not compared.** The official implementations are not part of this "
-        "repository (the reference kit holds their checkpoints and measured counts, not their code), so "
-        "their runtime cannot be measured here; these are the zoo re-implementations, whose counts match "
-        "the official numbers exactly (see `profile.md`).\n\n"
-        + ("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" if notes else "")
-        + "## Summary\n\n"
-        + markdown_table(table, columns)
-        + "\n\n## All measurements\n\n"
-        + markdown_table(rows, detail_cols, floatfmt=".3f")
-        + "\n"
-    )
+    body = render_markdown(rows, table, columns, notes, args.repeats, args.warmup)
     write_results(
         NAME,
         title="Zoo runtime (ratios to RFDN, same run)",
@@ -379,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(table, columns)
     for note in notes:
         print(f"note: {note}")
+    failed_eager = any(r["variant"] == "eager" and r["status"] == "failed" for r in rows)
     return 1 if failed_eager else 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from nas.profiler import count_complexity, profile_model
 from nas.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
 from nas.resolve import load_model, save_model
 from nas.search_space import load_space
-from nas.zoo import list_zoo, zoo_spec
+from nas.zoo import build_zoo_model, list_zoo, zoo_spec
 from pruning import (
     GatedModel,
     TaylorImportance,
@@ -30,6 +32,16 @@ from pruning import (
     unit_costs,
 )
 from pruning.surgery import PrunedConv2d
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and does not fight other processes for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 SIZE = (20, 22)  # LR input H, W of the equality checks (ESA needs >= 15)
 MODES = ("fine", "coupled")
@@ -167,7 +179,7 @@ def test_graph_rfdn_concat_and_residual_spaces():
     # distilled branches are private and land at their offsets of c5's input
     for i, name in enumerate(("c1_d", "c2_d", "c3_d", "c4")):
         space = g.space_of(f"body.0.{name}")
-        assert space.private and (f"body.0.c5", "in", 4 * i, 4) in space.members
+        assert space.private and ("body.0.c5", "in", 4 * i, 4) in space.members
     # global aggregation: fusion.conv reads both block outputs at offsets 0 and 8
     block0, block1 = g.space_of("body.0.c5"), g.space_of("body.1.c5")
     assert ("fusion.conv", "in", 0, 8) in block0.members and ("fusion.conv", "in", 8, 8) in block1.members
@@ -183,7 +195,9 @@ def test_graph_imdn_split_and_channel_attention():
     c1, c2, c3, c4, c5 = (g.convs[f"body.0.{n}"] for n in ("c1", "c2", "c3", "c4", "c5"))
     d = 3  # distilled = width // 4
     np.testing.assert_array_equal(c2.in_units, c1.out_units[d:])  # split: the remainder feeds c2
-    np.testing.assert_array_equal(c5.in_units, np.concatenate([c1.out_units[:d], c2.out_units[:d], c3.out_units[:d], c4.out_units]))
+    np.testing.assert_array_equal(
+        c5.in_units, np.concatenate([c1.out_units[:d], c2.out_units[:d], c3.out_units[:d], c4.out_units])
+    )
     # with CCA the distilled channels are multiplied by the attention (shared); the remainders stay private
     assert g.unit_shared[c1.out_units[:d]].all() and g.unit_private[c1.out_units[d:]].all()
     # without CCA (block 1) every distilled unit is private
@@ -236,6 +250,35 @@ def test_unknown_channel_op_freezes_and_is_listed():
     assert "b:out" not in gated.gates and "c:in" not in gated.gates and "b:in" in gated.gates
 
 
+class _Ops(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)
+        self.c, self.d = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = self.a(x), self.b(x)
+        p = p * torch.sigmoid(p.mean((2, 3), keepdim=True))  # attention on itself: p stays private
+        q = q.to(p) + 1  # .to(other) does not tie q to p
+        s = torch.softmax(q, dim=1)  # mixes channels: q is frozen
+        return self.d(self.c(p)) + s.mean(1, keepdim=True)  # a [N, 1, H, W] term broadcasts
+
+
+def test_channel_rules_on_common_ops():
+    g = analyze(_Ops())
+    a, b, c = (g.convs[n].out_units for n in "abc")
+    assert g.unit_private[a].all() and g.unit_private[c].all() and not np.isin(a, b).any()
+    assert g.unit_frozen[b].all() and any("softmax" in r for u in b for r in g.reasons[u])
+    assert g.unit_image[g.convs["d"].out_units].all()
+    gated = GatedModel(_Ops(), "coupled", graph=g)
+    assert len(gated.gates) == 2  # a's and c's spaces
+
+
+def test_analysis_failure_names_the_module():
+    with pytest.raises(SrnasError, match=r"module 'body\.0\.esa'.*15x15"):
+        analyze(build(tiny_spec("rfdb")), example_size=(12, 12))
+
+
 # ---------------------------------------------------------------- gate -> shrink equality
 
 
@@ -267,11 +310,25 @@ def test_shrink_equals_gated_for_every_zoo_model(name):
         check_shrink(model, mode, graph=graph, seed=2, costs=False)
 
 
+@pytest.mark.parametrize("name", ["rfdn", "nasnetbn", "span"])
+def test_shrink_equals_gated_with_official_weights(name, reference):
+    model = build_zoo_model(name, official=True).eval()
+    graph = analyze(model)
+    for mode in MODES:
+        check_shrink(model, mode, graph=graph, seed=8, costs=False)
+
+
 def test_shrink_searched_subnet():
     space = load_space("search_spaces/quick.yaml")
     spec = space.to_spec(
-        {"width": 16, "depth": 4, "layers": ["rfdb", "ir_e6", "spab", "lattice"], "fusion": "concat",
-         "upsampler": "upa", "global_skip": "bilinear"}
+        {
+            "width": 16,
+            "depth": 4,
+            "layers": ["rfdb", "ir_e6", "spab", "lattice"],
+            "fusion": "concat",
+            "upsampler": "upa",
+            "global_skip": "bilinear",
+        }
     )
     model = build(spec).eval()
     for mode in MODES:
@@ -291,8 +348,10 @@ def _prune_half(gated: GatedModel) -> None:
 def _widths(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Channels of each residual-block output and of the head output."""
     seen = {}
-    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: seen.__setitem__(n, out.shape[1])) for n, m in (
-        ("head", model.head), *((f"body.{i}", b) for i, b in enumerate(model.body)))]
+    hooks = [
+        m.register_forward_hook(lambda mod, a, out, n=n: seen.__setitem__(n, out.shape[1]))
+        for n, m in (("head", model.head), *((f"body.{i}", b) for i, b in enumerate(model.body)))
+    ]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -399,7 +458,13 @@ def test_bad_plans_are_spec_errors():
         ({"mode": "fine", "convs": {"head.nope": {"out": "0-3", "in": "0-2"}}}, "names nothing"),
         ({"mode": "fine", "convs": {"head.conv": {"out": "0-3,2", "in": "0-2"}}}, "increasing"),
         ({"mode": "fine", "convs": {"head.conv": {"out": "0-9", "in": "0-2"}}}, "out of range"),
-        ({"mode": "fine", "convs": {"head.conv": {"out": "0-3", "in": "0-2", "scatter": {"width": 2, "index": "0-3"}}}}, "width"),
+        (
+            {
+                "mode": "fine",
+                "convs": {"head.conv": {"out": "0-3", "in": "0-2", "scatter": {"width": 2, "index": "0-3"}}},
+            },
+            "width",
+        ),
         ({"mode": "fine", "convs": {"head.conv": {"out": "x", "in": "0-2"}}}, "bad index"),
         ({"mode": "odd"}, "mode"),
         ({"mode": "fine", "extra": 1}, "unknown key"),
@@ -487,3 +552,16 @@ def test_gates_api():
             assert_same(gated_out, plain(x))
     plain = coupled.remove()
     assert not plain._forward_hooks and not plain.head.conv._forward_hooks
+
+
+def test_deepcopy_gates_its_own_copy():
+    gated = GatedModel(build(tiny_spec("rlfb")), "coupled")
+    x = torch.rand(1, 3, *SIZE)
+    gated(x).sum().backward()  # no autograd state left on the module: deepcopy works after training steps
+    twin = copy.deepcopy(gated)
+    name = twin.gate_names()[0]
+    twin.set_mask(name, torch.arange(twin.gates[name].size) % 2 == 0)
+    with torch.no_grad():
+        assert not torch.allclose(twin(x), gated(x))
+        assert_same(shrink(twin)[0](x), twin(x))
+        assert_same(shrink(gated)[0](x), gated(x))

@@ -1,0 +1,202 @@
+"""Benchmark scripts: rank statistics, result writers, and each script's main() at its tiniest settings."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import math
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from nas import zoo
+from nas.paths import REPO_ROOT
+
+SCRIPTS = REPO_ROOT / "scripts"
+BENCHES = ("bench_profile", "bench_runtime", "bench_latency_noise", "bench_ranking")
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch) -> Path:
+    """A temporary results folder; the scripts importable."""
+    monkeypatch.setenv("SRNAS_RESULTS_DIR", str(tmp_path))
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    return tmp_path
+
+
+def load(name: str):
+    return importlib.import_module(name)
+
+
+def read(results: Path, name: str) -> tuple[dict, str]:
+    data = json.loads((results / "bench" / f"{name}.json").read_text())
+    return data, (results / "bench" / f"{name}.md").read_text()
+
+
+# ----------------------------------------------------------------------------- bench_common
+
+
+def test_rank_statistics_on_hand_computed_cases(results):
+    bc = load("bench_common")
+    assert bc.kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    assert bc.spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert bc.kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))  # tau-b with a tie
+    assert bc.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert bc.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(bc.spearman([1, 2, 3], [5, 5, 5]))
+    assert list(bc.ranks([3.0, 1.0, 3.0])) == [2.5, 1.0, 2.5]
+    assert bc.coefficient_of_variation([1.0, 3.0]) == pytest.approx(math.sqrt(2) / 2)
+    x = np.arange(8)
+    assert bc.permutation_pvalue(x, x, permutations=500) < 0.01
+    assert bc.permutation_pvalue(x, -x, permutations=500) > 0.99
+
+
+def test_rank_statistics_agree_with_scipy(results):
+    stats = pytest.importorskip("scipy.stats")
+    bc = load("bench_common")
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 5, 30), rng.integers(0, 5, 30)  # many ties
+    assert bc.kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert bc.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+
+
+def test_environment_and_atomic_writers(results):
+    bc = load("bench_common")
+    env = bc.environment(["cpu"])
+    for key in ("date", "cpu", "torch_threads", "torch", "python", "numpy", "git_commit"):
+        assert key in env
+    assert env["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", env["git_commit"])
+    json_path, md_path = bc.write_results(
+        "demo",
+        title="Demo",
+        env=env,
+        command="cmd --x",
+        arguments={"x": 1},
+        results={"rows": [{"a": float("nan"), "b": np.int64(3), "g": "w1 | d2"}]},
+        body=bc.markdown_table([{"a": 1.5, "g": "w1 | d2"}]),
+    )
+    assert json_path == results / "bench" / "demo.json" and md_path.name == "demo.md"
+    data = json.loads(json_path.read_text())
+    assert data["rows"] == [{"a": None, "b": 3, "g": "w1 | d2"}]
+    assert data["environment"]["torch"] == torch.__version__
+    md = md_path.read_text()
+    assert md.startswith("# Demo") and "`cmd --x`" in md and "w1 \\| d2" in md
+    assert not list((results / "bench").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_every_script_has_help(results, name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        load(name).main(["--help"])
+    assert exc.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the scripts
+
+
+def test_bench_profile_matches_and_fails_on_a_mismatch(results, monkeypatch):
+    bench = load("bench_profile")
+    assert bench.main(["--models", "span", "rlfn"]) == 0
+    data, md = read(results, "profile")
+    assert [r["model"] for r in data["rows"]] == ["span", "rlfn"]
+    assert all(r["match"] for r in data["rows"]) and data["summary"]["all_match"]
+    assert "2 / 2 models match exactly" in md
+
+    real = zoo.reference_profile
+    monkeypatch.setattr(zoo, "reference_profile", lambda name: {**real(name), "params": 1})
+    assert bench.main(["--models", "span"]) == 1
+    data, md = read(results, "profile")
+    assert data["rows"][0]["mismatched"] == "params" and "**NO**" in md
+
+
+def test_bench_runtime_tiny(results, monkeypatch):
+    bench = load("bench_runtime")
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    args = ["--models", "span", "--sizes", "16", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--compile"]
+    assert bench.main(args) == 0  # a failing variant is reported, not fatal
+    data, md = read(results, "runtime")
+    ok = [r for r in data["rows"] if r["status"] == "ok"]
+    assert {(r["model"], r["variant"]) for r in ok} == {
+        (m, v) for m in ("rfdn", "span") for v in ("eager", "channels_last")
+    }
+    assert all(r["ratio_to_rfdn"] == 1.0 for r in ok if r["model"] == "rfdn")
+    assert all(r["median_ms"] > 0 and r["input_size"] == [3, 16, 16] for r in ok)
+    failed = [r for r in data["rows"] if r["variant"] == "compile"]
+    assert failed and all(r["status"] == "failed" and "no compiler here" in r["reason"] for r in failed)
+    if importlib.util.find_spec("onnxruntime") is None:
+        assert any("onnxruntime: not installed" in n for n in data["notes"])
+    assert "Official code path: not compared" in md and "(1.00x)" in md
+
+
+def test_runtime_sizes_with_and_without_the_kit(results, reference, monkeypatch):
+    bench = load("bench_runtime")
+    sizes, notes = bench.parse_sizes(["set5", "24x20"])
+    assert not notes
+    assert [s for _, _, s in sizes] == [(3, 128, 128), (3, 72, 72), (3, 64, 64), (3, 70, 70), (3, 86, 57), (3, 24, 20)]
+    monkeypatch.setenv("SRNAS_REFERENCE_DIR", str(results / "absent"))
+    sizes, notes = bench.parse_sizes(["set5", "32"])
+    assert [s for _, _, s in sizes] == [(3, 32, 32)] and "Set5 sizes skipped" in notes[0]
+
+
+def test_bench_latency_noise_tiny(results):
+    bench = load("bench_latency_noise")
+    args = ["--models", "span", "--measurements", "2", "--passes", "2", "--warmup", "0", "--size", "16"]
+    assert bench.main([*args, "--subnets", "4", "--device", "cpu"]) == 0
+    data, md = read(results, "latency_noise")
+    assert len(data["subnets"]) == 4 and len({json.dumps(s["choice"]) for s in data["subnets"]}) == 4
+    assert all(s["runtime_a_ms"] > 0 and s["runtime_b_ms"] > 0 for s in data["subnets"])
+    assert data["models"][0]["model"] == "span" and len(data["models"][0]["measurements_ms"]) == 2
+    assert -1 <= data["summary"]["spearman_pass_a_vs_b"] <= 1
+    assert {c["count"] for c in data["correlations"]} == {"activations", "flops", "flops_fvcore", "params", "num_conv"}
+    assert "Spearman of counts vs runtime" in md
+
+
+def test_bench_ranking_tiny_and_resumed(results):
+    bench = load("bench_ranking")
+    args = ["--supernet-steps", "1", "--steps", "1", "--subnets", "3", "--pool", "3", "--batch-size", "1"]
+    args += ["--patch-size", "16", "--val-max-size", "64", "--runtime-size", "16", "--permutations", "20"]
+    args += ["--device", "cpu"]
+    assert bench.main(args) == 0
+    data, md = read(results, "ranking")
+    rows = data["rows"]
+    assert len(rows) == 3 and sorted(r["rank_standalone"] for r in rows) == [1, 2, 3]
+    assert all(math.isfinite(r["psnr_inherited"]) and math.isfinite(r["psnr_standalone"]) for r in rows)
+    assert -1 <= data["summary"]["kendall_tau"] <= 1 and "Kendall tau" in md
+    checkpoints = {r["id"]: results / "bench" / "ranking" / r["id"] / "checkpoint.pt" for r in rows}
+    stamps = {k: p.stat().st_mtime_ns for k, p in checkpoints.items()}
+
+    assert bench.main(args) == 0  # everything resumes: nothing is trained again
+    again, _ = read(results, "ranking")
+    assert [r["psnr_standalone"] for r in again["rows"]] == [r["psnr_standalone"] for r in rows]
+    assert {k: p.stat().st_mtime_ns for k, p in checkpoints.items()} == stamps
+
+
+def test_ranking_reads_a_search_run(results):
+    from nas.checkpoint import save_weights
+    from nas.search_space import load_space
+    from nas.supernet import Supernet
+
+    bench = load("bench_ranking")
+    run = results / "myrun"
+    run.mkdir()
+    with pytest.raises(bench.SrnasError, match="not a search run"):
+        bench.open_run(str(run))
+    space = load_space(REPO_ROOT / "search_spaces" / "quick.yaml")
+    config = {"space": {k: v for k, v in asdict(space).items() if k != "source"}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(bench.SrnasError, match="supernet training has not finished"):
+        bench.open_run("myrun")  # a name under the results folder
+    save_weights(Supernet(space), run / "supernet.safetensors")
+    opened, weights = bench.open_run("myrun")
+    assert opened.widths == space.widths and weights == run / "supernet.safetensors"
