@@ -365,7 +365,7 @@ def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> Search
         if recovered:
             print(f"re-queued {recovered} trial(s) left running by a killed search")
         t1 = time.perf_counter()
-        first_new = len(study.get_trials(deepcopy=False))
+        session_start = datetime.now()
         if opts.backend == "ray":
             from .search_ray import run_ray_trials
 
@@ -385,7 +385,7 @@ def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> Search
             run_local_trials(study, space, run_dir, opts, evaluator)
         timings["trials_s"] = round(time.perf_counter() - t1, 2)
         study = open_study(run_dir, opts)
-        timings.update(trial_cost_split(study, first_new, timings["trials_s"]))
+        timings.update(trial_cost_split(study, session_start, timings["trials_s"]))
         pareto = write_tables(study, run_dir, opts)
         t2 = time.perf_counter()
         if opts.export_pareto:
@@ -436,10 +436,10 @@ def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> Search
         raise
 
 
-def trial_cost_split(study: optuna.Study, first: int, trials_s: float) -> dict[str, float]:
+def trial_cost_split(study: optuna.Study, since: datetime, trials_s: float) -> dict[str, float]:
     """Where this session's trial time went: subnet extraction + PSNR, counting, runtime measurement, and the
     rest (sampler, storage, tables: orchestration overhead). Cached measurements cost ~0."""
-    new = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
+    new = [t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None and t.datetime_start >= since]
     split = {
         key: round(sum(float(t.user_attrs.get(key, 0.0)) for t in new), 2)
         for key in ("eval_s", "count_s", "runtime_measure_s")

@@ -15,3 +15,14 @@ def reference() -> Path:
     if ref is None:
         pytest.skip("reference kit ../shared/reference not present (set SRNAS_REFERENCE_DIR)")
     return ref
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_per_test_process():
+    """Tiny tensors on a shared 2-core machine run far slower with torch's default 2 threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,175 @@
+"""Search cost and quality on the proxy task (quick.yaml, embedded data, this machine).
+
+One supernet is trained (or reused with --run); then, on it:
+  1. NSGA-II, local Optuna backend: the default search, with its cost split (supernet training, candidate
+     evaluation, runtime measurement, orchestration overhead);
+  2. random sampling at the same number of trials, sharing NSGA-II's measurement cache (an architecture both
+     visit gets the same numbers), for a hypervolume comparison on common axes;
+  3. the Ray backend with 2 local workers at the same number of trials (own cache), for its overhead;
+  4. stand-alone training of one searched subnet for as many steps as the supernet got, to put the
+     per-candidate evaluation cost next to what evaluating it without weight sharing would cost;
+and the hand designs of the space (RFDN-like, PAN-like, ...) as evaluated in the same supernet.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from bench_common import environment, make_parser, markdown_table, print_table, write_results
+
+from nas.pareto import hypervolume, non_dominated, reference_point
+from nas.paths import results_dir
+from nas.search import SUPERNET_WEIGHTS, SearchOptions, run_search
+from nas.search_space import load_space
+
+OBJ = {"psnr": "max", "runtime_ms": "min"}
+
+
+def seed_run(src: Path, dst: Path, share_cache: bool) -> None:
+    """Give ``dst`` the supernet of ``src`` (so it is not retrained), optionally its measurement cache."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / SUPERNET_WEIGHTS, dst / SUPERNET_WEIGHTS)
+    if share_cache and not (dst / "cache").exists():
+        (dst / "cache").symlink_to((src / "cache").resolve(), target_is_directory=True)
+
+
+def complete(run_dir: Path) -> pd.DataFrame:
+    df = pd.read_csv(run_dir / "trials.csv")
+    return df[df.state == "COMPLETE"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = make_parser(__doc__)
+    p.add_argument("--space", default="search_spaces/quick.yaml")
+    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--steps", type=int, help="supernet steps (default: the space's)")
+    p.add_argument("--standalone-steps", type=int, help="stand-alone training steps (default: = supernet steps)")
+    p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    space = load_space(args.space)
+    if args.steps:
+        space.train["steps"] = args.steps
+    root = results_dir() / "bench" / "search"
+    opts = dict(space.search, trials=args.trials, device=args.device)
+    rows, timings = [], {}
+    nsga_dir = root / "nsga2"
+    t0 = time.perf_counter()
+    run_search(space, nsga_dir, SearchOptions(**{**opts, "sampler": "nsga2"}))
+    timings["nsga2"] = json.loads((nsga_dir / "status.json").read_text())["timings"]
+    timings["nsga2"]["wall_s"] = round(time.perf_counter() - t0, 1)
+    rand_dir = root / "random"
+    seed_run(nsga_dir, rand_dir, share_cache=True)
+    run_search(space, rand_dir, SearchOptions(**{**opts, "sampler": "random"}))
+    timings["random"] = json.loads((rand_dir / "status.json").read_text())["timings"]
+    dirs = {"nsga2": nsga_dir, "random": rand_dir}
+    if not args.skip_ray:
+        ray_dir = root / "ray2"
+        seed_run(nsga_dir, ray_dir, share_cache=False)
+        t0 = time.perf_counter()
+        run_search(space, ray_dir, SearchOptions(**{**opts, "sampler": "nsga2", "backend": "ray", "workers": 2}))
+        timings["ray2"] = json.loads((ray_dir / "status.json").read_text())["timings"]
+        timings["ray2"]["wall_s"] = round(time.perf_counter() - t0, 1)
+        dirs["ray2"] = ray_dir
+    tables = {name: complete(d) for name, d in dirs.items()}
+    dirs_hv = ["nsga2", "random"]
+    points = [tables[n][list(OBJ)].to_numpy(float) for n in dirs_hv]
+    ref = reference_point(points, list(OBJ.values()))
+    for name, df in tables.items():
+        mask = non_dominated(df, OBJ)
+        pts = df[list(OBJ)].to_numpy(float)
+        t = timings.get(name, {})
+        rows.append(
+            {
+                "run": name,
+                "complete": len(df),
+                "front": int(mask.sum()),
+                "hypervolume": hypervolume(pts[mask], ref, list(OBJ.values())) if name in dirs_hv else None,
+                "best_psnr": float(df.psnr.max()),
+                "min_runtime_ms": float(df.runtime_ms.min()),
+                "trials_s": t.get("trials_s"),
+                "eval_s": t.get("trials_eval_s"),
+                "count_s": t.get("trials_count_s"),
+                "runtime_measure_s": t.get("trials_runtime_measure_s"),
+                "orchestration_s": t.get("orchestration_s"),
+                "ray_overhead_s": t.get("ray_overhead_s"),
+            }
+        )
+    refs = tables["nsga2"]
+    refs = refs[refs["reference"].notna()] if "reference" in refs else refs.iloc[:0]
+    searched = tables["nsga2"]
+    ref_rows = []
+    for r in refs.itertuples():
+        better = searched[(searched.psnr >= r.psnr) & (searched.runtime_ms < r.runtime_ms)]
+        ref_rows.append(
+            {
+                "design": r.reference,
+                "psnr": r.psnr,
+                "runtime_ms": r.runtime_ms,
+                "activations": r.activations,
+                "params": r.params,
+                "searched_dominating": len(better),
+                "fastest_at_least_as_good_ms": float(better.runtime_ms.min()) if len(better) else None,
+            }
+        )
+    # stand-alone cost of one searched subnet
+    from nas.data import open_pairs
+    from nas.network import build
+    from nas.train import TrainConfig, train
+
+    front = tables["nsga2"][non_dominated(tables["nsga2"], OBJ)].sort_values("psnr")
+    pick = front.iloc[len(front) // 2]
+    steps = args.standalone_steps or space.train.get("steps", 1000)
+    train_opts = {k: v for k, v in space.train.items() if k not in ("data", "sampling")}
+    cfg = TrainConfig(**{**train_opts, "steps": steps, "device": args.device, "progress": True})
+    t0 = time.perf_counter()
+    train(
+        build(json.loads(pick.spec)),
+        open_pairs(space.train.get("data", "embedded"), space.scale, "train"),
+        cfg,
+        root / "standalone" / str(int(pick.trial)),
+    )
+    standalone_s = time.perf_counter() - t0
+    per_candidate = (timings["nsga2"]["trials_s"]) / max(timings["nsga2"].get("trials_new", args.trials), 1)
+    cost = {
+        "supernet_train_s": timings["nsga2"]["supernet_train_s"],
+        "standalone_train_s": round(standalone_s, 1),
+        "standalone_steps": steps,
+        "per_candidate_eval_s": round(per_candidate, 2),
+        "standalone_over_candidate": round(standalone_s / per_candidate, 1),
+    }
+    env = environment([args.device])
+    body = (
+        f"Space `{space.name}`, {args.trials} complete trials per run, objectives psnr (max, Y dB on the embedded "
+        f"val set, inherited weights) vs runtime_ms (min, {opts.get('runtime_size')}).\n\n"
+        "## Runs\n\n"
+        + markdown_table(rows, floatfmt=".4g")
+        + f"\n\nHypervolume: common reference point {np.round(ref, 4).tolist()} over NSGA-II and random.\n\n"
+        "## Cost of a candidate vs stand-alone training\n\n"
+        + markdown_table([cost])
+        + "\n\n## Hand designs evaluated in the same supernet\n\n"
+        + (markdown_table(ref_rows, floatfmt=".4g") if ref_rows else "(none in this space)")
+        + "\n"
+    )
+    write_results(
+        "search",
+        title="Search cost and quality (proxy task)",
+        env=env,
+        command="python scripts/bench_search.py " + " ".join(argv or sys.argv[1:]),
+        arguments=vars(args),
+        results={"runs": rows, "cost": cost, "references": ref_rows, "timings": timings},
+        body=body,
+    )
+    print_table(rows)
+    print(cost)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
