@@ -9,7 +9,7 @@ import sys
 from .errors import SrnasError
 
 # Each module defines ``register(subparsers)``, which adds its parser and sets ``func=run``.
-COMMAND_MODULES = ["zoo", "profile", "downscale", "sr", "eval", "train", "search", "front", "show"]
+COMMAND_MODULES = ["zoo", "profile", "downscale", "sr", "eval", "train", "prune", "search", "front", "show"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"srnas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `srnas front | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,225 @@
+"""The pruning report: complexity, measured runtime and PSNR of the model before pruning, right after pruning
+and after fine-tuning, as ``report.json`` + ``report.md`` in the output folder.
+
+- complexity: ``nas.profiler.count_complexity`` at the report's input size (params, FLOPs in the
+  ``model_summary`` convention, activations, #conv), each also as a fraction of the first stage;
+- runtime: ``nas.profiler.measure_runtime`` in one run, interleaved (every architecture is timed once per
+  repeat, in turn) so drift on a shared machine hits all of them alike; the median per architecture and its
+  ratio to the first stage. Stages that share an architecture share its timing;
+- PSNR (Y, ``scale``-pixel border, uint8 outputs): the validation pairs (``nas.train.evaluate``) and the
+  benchmark folders (``nas.evaluate.evaluate_folder``): Set5/Set14 of the reference kit when present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nas.data import Pair
+from nas.evaluate import evaluate_folder
+from nas.paths import reference_dir
+from nas.profiler import count_complexity, measure_runtime
+from nas.train import evaluate
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+COUNT_KEYS = ("params", "flops", "activations", "num_conv")
+BENCHMARKS = ("Set5", "Set14")
+
+
+def benchmark_folders(names: Sequence[str], scale: int) -> dict[str, tuple[Path, Path | None]]:
+    """``{name: (hr_dir, lr_dir or None)}`` for the named sets of the reference kit that are present; LR images
+    come from ``LR_bicubic_X<scale>`` when the kit has them (else ``evaluate_folder`` makes them)."""
+    ref = reference_dir()
+    found: dict[str, tuple[Path, Path | None]] = {}
+    for name in names:
+        hr = ref / "images" / name if ref is not None else None
+        if hr is not None and hr.is_dir():
+            lr = hr / f"LR_bicubic_X{scale}"
+            found[name] = (hr, lr if lr.is_dir() else None)
+    return found
+
+
+def measure_runtimes(
+    models: Mapping[str, nn.Module],
+    input_size: Sequence[int],
+    *,
+    device: str = "cpu",
+    repeats: int = 10,
+    warmup: int = 3,
+) -> dict[str, float]:
+    """Median forward time (ms) of each model, timed in turn within every repeat."""
+    for model in models.values():
+        measure_runtime(model, input_size, device=device, repeats=1, warmup=max(0, warmup - 1))
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            times[name].extend(measure_runtime(model, input_size, device=device, repeats=1, warmup=0).times_ms)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def psnr_scores(
+    model: nn.Module,
+    scale: int,
+    *,
+    val_pairs: Sequence[Pair] | None = None,
+    benchmarks: Mapping[str, tuple[Path, Path | None]] | None = None,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """``{"val": ..., "Set5": ...}``: mean Y-PSNR on the validation pairs and each benchmark folder."""
+    model = model.to(device)
+    out: dict[str, float] = {}
+    if val_pairs:
+        out["val"] = evaluate(model, val_pairs, scale, device)
+    for name, (hr, lr) in (benchmarks or {}).items():
+        out[name] = evaluate_folder(model, hr, lr, scale, device=device, ssim=False, progress=False)["mean"]["psnr_y"]
+    return out
+
+
+def make_report(
+    stages: Mapping[str, nn.Module],
+    *,
+    scale: int,
+    input_size: Sequence[int] = (3, 256, 256),
+    device: str = "cpu",
+    val_pairs: Sequence[Pair] | None = None,
+    benchmarks: Mapping[str, tuple[Path, Path | None]] | None = None,
+    same_architecture: Mapping[str, str] | None = None,
+    extra_runtime: Mapping[str, nn.Module] | None = None,
+    repeats: int = 10,
+    warmup: int = 3,
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report (plain data). ``stages``: ordered name -> model, the first is the reference of every ratio.
+
+    ``same_architecture``: stage -> an earlier stage with the same architecture (its runtime is reused);
+    ``extra_runtime``: further architectures timed in the same run (e.g. the other pruning mode), reported
+    under ``runtime_extra``; ``info``: free plain data copied into the report (model, target, rounds...).
+    """
+    same = dict(same_architecture or {})
+    timed = {name: m for name, m in stages.items() if name not in same}
+    timed.update({f"extra:{name}": m for name, m in (extra_runtime or {}).items()})
+    runtimes = measure_runtimes(timed, input_size, device=device, repeats=repeats, warmup=warmup)
+    rows = []
+    for name, model in stages.items():
+        counts = count_complexity(model, input_size)
+        row: dict[str, Any] = {"stage": name, **{k: getattr(counts, k) for k in COUNT_KEYS}}
+        row["runtime_ms"] = runtimes[same.get(name, name)]
+        row["psnr_y"] = psnr_scores(model, scale, val_pairs=val_pairs, benchmarks=benchmarks, device=device)
+        rows.append(row)
+    first = rows[0]
+    for row in rows:
+        row["ratio"] = {k: _ratio(row[k], first[k]) for k in (*COUNT_KEYS, "runtime_ms")}
+        row["psnr_y_change"] = {k: v - first["psnr_y"][k] for k, v in row["psnr_y"].items() if k in first["psnr_y"]}
+    extra = {
+        name: {"runtime_ms": runtimes[f"extra:{name}"], "ratio": _ratio(runtimes[f"extra:{name}"], first["runtime_ms"])}
+        for name in (extra_runtime or {})
+    }
+    return {
+        **dict(info or {}),
+        "stages": rows,
+        "runtime_extra": extra,
+        "measurement": {
+            "input_size": list(input_size),
+            "device": str(device),
+            "repeats": repeats,
+            "warmup": warmup,
+            "runtime": "median of interleaved forward passes (ms)",
+            "psnr": f"Y, {scale}-pixel border, uint8 outputs",
+            "benchmarks": {k: [str(v[0]), str(v[1]) if v[1] else None] for k, v in (benchmarks or {}).items()},
+        },
+    }
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or not base:
+        return None
+    return value / base
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _big(value: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= div:
+            return f"{value / div:.3f}{unit}"
+    return f"{value:g}"
+
+
+def to_markdown(report: Mapping[str, Any]) -> str:
+    """A readable Markdown rendering of ``make_report``'s result (plus the schedule's ``info`` keys)."""
+    lines = [f"# Pruning report: {report.get('model', 'model')}", ""]
+    for key, label in (("mode", "mode"), ("target", "target"), ("importance", "importance"), ("cost", "cost")):
+        if key in report:
+            value = report[key]
+            if isinstance(value, Mapping):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            lines.append(f"- {label}: {value}")
+    meas = report["measurement"]
+    size = "x".join(str(s) for s in meas["input_size"])
+    lines += [
+        f"- measured on {meas['device']}, input 1x{size}, runtime = {meas['runtime']} over {meas['repeats']} repeats",
+        f"- PSNR: {meas['psnr']}",
+        "",
+    ]
+    psnr_keys = list(dict.fromkeys(k for row in report["stages"] for k in row["psnr_y"]))
+    header = ["stage", "params", "FLOPs", "activations", "#conv", "runtime ms", *[f"PSNR {k}" for k in psnr_keys]]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in report["stages"]:
+        r = row["ratio"]
+        cells = [row["stage"]]
+        for key in COUNT_KEYS:
+            value = _big(row[key]) if key != "num_conv" else str(row[key])
+            cells.append(f"{value} ({_num(r[key] * 100 if r[key] is not None else None, 1)}%)")
+        cells.append(f"{_num(row['runtime_ms'])} ({_num(r['runtime_ms'], 3)}x)")
+        for k in psnr_keys:
+            value, change = row["psnr_y"].get(k), row["psnr_y_change"].get(k)
+            cells.append(f"{_num(value, 3)}" + (f" ({change:+.3f})" if change else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    if report.get("runtime_extra"):
+        lines.append("")
+        for name, extra in report["runtime_extra"].items():
+            lines.append(f"- {name}: {_num(extra['runtime_ms'])} ms ({_num(extra['ratio'], 3)}x of the unpruned model)")
+    if report.get("mode_comparison"):
+        lines += ["", f"**Modes:** {report['mode_comparison']}"]
+    rounds = report.get("rounds") or []
+    if rounds:
+        lines += [
+            "",
+            "## Rounds",
+            "",
+            "| round | goal | achieved | runtime ms | val PSNR pruned | val PSNR fine-tuned | seconds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for rd in rounds:
+            lines.append(
+                f"| {rd['round']} | {_num(rd.get('goal_fraction'), 4)} | {_num(rd.get('fraction'), 4)} | "
+                f"{_num(rd.get('runtime_ms'))} | {_num(rd.get('val_psnr_pruned'), 3)} | "
+                f"{_num(rd.get('val_psnr'), 3)} | {_num(rd.get('seconds'), 1)} |"
+            )
+    if report.get("notes"):
+        lines += ["", *[f"- {note}" for note in report["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(folder: str | Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
+    """``report.json`` and ``report.md`` in ``folder``, each written atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / REPORT_JSON, folder / REPORT_MD
+    for path, text in zip(paths, (json.dumps(report, indent=2) + "\n", to_markdown(report)), strict=True):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return paths
