@@ -272,3 +272,13 @@ def test_latticenet_mismatched_checkpoint_is_reported(reference, tmp_path):
     assert "upsampler.add_mean.bias" in message and "missing" in message
     assert "body.4.compress.bias" in message and "unexpected" in message
     assert "fusion.t_tdm.1.0.weight: checkpoint (16, 64, 1, 1) vs model (32, 64, 1, 1)" in message
+
+
+def test_upa_without_attention_is_nearest_plus_conv():
+    import torch
+
+    from nas.registry import UPSAMPLERS
+
+    plain = UPSAMPLERS.build({"type": "upa", "up_channels": 6, "attention": False}, channels=8, out_channels=3, scale=4)
+    assert not any(type(m).__name__ == "PixelAttention" for m in plain.modules())
+    assert plain(torch.rand(1, 8, 5, 5)).shape == (1, 3, 20, 20)

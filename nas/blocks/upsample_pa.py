@@ -28,11 +28,13 @@ def stage_factors(scale: int) -> list[int]:
 class UPAStage(nn.Module):
     """One U-PA stage: nearest x``factor`` -> ``upconv`` -> PA -> LeakyReLU -> ``hrconv`` -> LeakyReLU."""
 
-    def __init__(self, in_channels: int, channels: int, factor: int, negative_slope: float) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, factor: int, negative_slope: float, attention: bool = True
+    ) -> None:
         super().__init__()
         self.factor = factor
         self.upconv = conv(in_channels, channels, 3)
-        self.att = PixelAttention(channels)
+        self.att = PixelAttention(channels) if attention else nn.Identity()
         self.hrconv = conv(channels, channels, 3)
         self.lrelu = nn.LeakyReLU(negative_slope, inplace=True)
 
@@ -49,15 +51,23 @@ class UPAUpsampler(nn.Module):
     Args:
         channels: trunk width. out_channels: image channels. scale: upscaling factor.
         up_channels: width of the HR-space stages (PAN: 24). negative_slope: LeakyReLU slope (0.2).
+        attention: pixel attention in each stage (PAN); ``false`` gives the plain nearest + conv upsampler.
     """
 
     def __init__(
-        self, channels: int, out_channels: int, scale: int, up_channels: int = 24, negative_slope: float = 0.2
+        self,
+        channels: int,
+        out_channels: int,
+        scale: int,
+        up_channels: int = 24,
+        negative_slope: float = 0.2,
+        attention: bool = True,
     ) -> None:
         super().__init__()
         factors = stage_factors(scale)
         self.stages = nn.ModuleList(
-            UPAStage(channels if i == 0 else up_channels, up_channels, f, negative_slope) for i, f in enumerate(factors)
+            UPAStage(channels if i == 0 else up_channels, up_channels, f, negative_slope, attention)
+            for i, f in enumerate(factors)
         )
         self.conv_last = conv(up_channels, out_channels, 3)
 
