@@ -9,7 +9,7 @@ import sys
 from .errors import SrnasError
 
 # Each module defines ``register(subparsers)``, which adds its parser and sets ``func=run``.
-COMMAND_MODULES = ["zoo", "profile", "downscale", "sr", "eval", "train", "prune", "search", "front", "show"]
+COMMAND_MODULES = ["zoo", "profile", "downscale", "sr", "eval", "train", "prune", "search", "pipeline", "front", "show"]
 
 
 def build_parser() -> argparse.ArgumentParser:

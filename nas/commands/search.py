@@ -19,6 +19,13 @@ def register(sub) -> None:
         description="Train the weight-sharing supernet of a search space, then search it for the Pareto front of "
         "PSNR vs measured runtime (and/or activations). Running the same command again continues the run.",
     )
+    add_search_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def add_search_args(p) -> None:
+    """The options of a search (shared with ``srnas pipeline``)."""
     p.add_argument(
         "space",
         nargs="?",
@@ -38,8 +45,6 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, help="Ray: concurrent trials (default 1)")
     p.add_argument("--storage", help="Optuna storage URL for many machines (default: journal file in the run)")
     p.add_argument("--seed", type=int, help="sampler and supernet seed")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run)
 
 
 def find_space(ref: str) -> Path:
