@@ -30,6 +30,7 @@ import yaml
 from optuna.trial import TrialState
 
 from .checkpoint import save_weights
+from .device import resolve_device
 from .errors import SrnasError
 from .runs import TRIAL_COLUMNS, update_index
 from .search_space import SearchSpace
@@ -299,16 +300,6 @@ class SearchResult:
     timings: dict[str, float]
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SrnasError(f"device {name!r} requested but CUDA is not available")
-    return name
-
-
 def prepare_run(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> None:
     """Write config.yaml on first start; on a restart, refuse a different space or options."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -339,7 +330,7 @@ def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> Search
     from .evaluator import Evaluator
 
     started = time.perf_counter()
-    device = resolve_device(opts.device)
+    device = str(resolve_device(opts.device))
     prepare_run(space, run_dir, opts)
     status = write_status(run_dir, state="running", started=now(), finished=None, space=space.name, device=device)
     update_index(

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import Pair, PairedImages, PatchBatches
+from .device import resolve_device  # noqa: F401  (re-exported)
 from .errors import CheckpointError, SrnasError
 from .images import to_uint8
 from .metrics import psnr
@@ -148,18 +149,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         raise SrnasError("the model has no trainable parameters")
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return cls(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise SrnasError(f"unknown device {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SrnasError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 # ----------------------------------------------------------------------------- validation

@@ -47,12 +47,13 @@ from bench_common import (
 from tqdm import tqdm
 
 from nas.commands.search import find_space
+from nas.device import resolve_device
 from nas.errors import SrnasError
 from nas.network import build
 from nas.paths import results_dir
 from nas.profiler import count_complexity
 from nas.runs import atomic_write
-from nas.search import SUPERNET_WEIGHTS, resolve_device, train_supernet
+from nas.search import SUPERNET_WEIGHTS, train_supernet
 from nas.search_space import SearchSpace, load_space, parse_space
 from nas.train import TrainConfig, evaluate, train
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subnets < 3 or args.pool < args.subnets or args.steps < 1:
         parser.error("need --subnets >= 3, --pool >= --subnets and --steps >= 1")
     try:
-        device = resolve_device(args.device)
+        device = str(resolve_device(args.device))
         if args.run:
             space, weights = open_run(args.run)
             supernet_source = str(weights)

@@ -7,9 +7,7 @@ import json
 import sys
 from typing import Any
 
-import torch
-
-from ..errors import SrnasError
+from ..device import resolve_device  # noqa: F401  (used by the commands)
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, weights_required: bool = False) -> None:
@@ -23,19 +21,6 @@ def add_model_args(parser: argparse.ArgumentParser, *, weights_required: bool = 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available; asking for cuda without it is an error, not a silent CPU run."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise SrnasError(f"unknown device {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SrnasError(f"device {name!r} requested but CUDA is not available on this machine")
-    return device
 
 
 def print_json(obj: Any) -> None:
