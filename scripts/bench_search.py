@@ -44,6 +44,36 @@ def complete(run_dir: Path) -> pd.DataFrame:
     return df[df.state == "COMPLETE"]
 
 
+def standalone_cost(args, space, searched: pd.DataFrame, timings: dict, root: Path) -> dict:
+    """Train one searched subnet from scratch for as many steps as the supernet got; time it."""
+    from nas.data import open_pairs
+    from nas.network import build
+    from nas.train import TrainConfig, train
+
+    front = searched[non_dominated(searched, OBJ)].sort_values("psnr")
+    pick = front.iloc[len(front) // 2]
+    steps = args.standalone_steps or space.train.get("steps", 1000)
+    train_opts = {k: v for k, v in space.train.items() if k not in ("data", "sampling")}
+    cfg = TrainConfig(**{**train_opts, "steps": steps, "device": args.device, "progress": True})
+    t0 = time.perf_counter()
+    train(
+        build(json.loads(pick.spec)),
+        open_pairs(space.train.get("data", "embedded"), space.scale, "train"),
+        cfg,
+        root / "standalone" / str(int(pick.trial)),
+    )
+    standalone_s = time.perf_counter() - t0
+    per_candidate = (timings["nsga2"]["trials_s"]) / max(timings["nsga2"].get("trials_new", args.trials), 1)
+    cost = {
+        "supernet_train_s": timings["nsga2"]["supernet_train_s"],
+        "standalone_train_s": round(standalone_s, 1),
+        "standalone_steps": steps,
+        "per_candidate_eval_s": round(per_candidate, 2),
+        "standalone_over_candidate": round(standalone_s / per_candidate, 1),
+    }
+    return cost
+
+
 def main(argv: list[str] | None = None) -> int:
     p = make_parser(__doc__)
     p.add_argument("--space", default="search_spaces/quick.yaml")
@@ -51,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="supernet steps (default: the space's)")
     p.add_argument("--standalone-steps", type=int, help="stand-alone training steps (default: = supernet steps)")
     p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--skip-standalone", action="store_true", help="skip the stand-alone training comparison")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     space = load_space(args.space)
@@ -118,32 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fastest_at_least_as_good_ms": float(better.runtime_ms.min()) if len(better) else None,
             }
         )
-    # stand-alone cost of one searched subnet
-    from nas.data import open_pairs
-    from nas.network import build
-    from nas.train import TrainConfig, train
-
-    front = tables["nsga2"][non_dominated(tables["nsga2"], OBJ)].sort_values("psnr")
-    pick = front.iloc[len(front) // 2]
-    steps = args.standalone_steps or space.train.get("steps", 1000)
-    train_opts = {k: v for k, v in space.train.items() if k not in ("data", "sampling")}
-    cfg = TrainConfig(**{**train_opts, "steps": steps, "device": args.device, "progress": True})
-    t0 = time.perf_counter()
-    train(
-        build(json.loads(pick.spec)),
-        open_pairs(space.train.get("data", "embedded"), space.scale, "train"),
-        cfg,
-        root / "standalone" / str(int(pick.trial)),
-    )
-    standalone_s = time.perf_counter() - t0
-    per_candidate = (timings["nsga2"]["trials_s"]) / max(timings["nsga2"].get("trials_new", args.trials), 1)
-    cost = {
-        "supernet_train_s": timings["nsga2"]["supernet_train_s"],
-        "standalone_train_s": round(standalone_s, 1),
-        "standalone_steps": steps,
-        "per_candidate_eval_s": round(per_candidate, 2),
-        "standalone_over_candidate": round(standalone_s / per_candidate, 1),
-    }
+    cost = standalone_cost(args, space, tables["nsga2"], timings, root) if not args.skip_standalone else {}
     env = environment([args.device])
     body = (
         f"Space `{space.name}`, {args.trials} complete trials per run, objectives psnr (max, Y dB on the embedded "
