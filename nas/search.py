@@ -54,6 +54,7 @@ class SearchOptions:
 
     trials: int = 40
     sampler: str = "nsga2"
+    population: int = 50  # NSGA-II/III generation size (its first generation is random)
     objectives: list[str] = field(default_factory=lambda: ["psnr", "runtime_ms"])
     min_psnr: float | None = None  # constraint: PSNR >= this (dB)
     runtime_size: list[int] = field(default_factory=lambda: [3, 128, 128])
@@ -68,6 +69,8 @@ class SearchOptions:
     export_pareto: bool = True
 
     def __post_init__(self) -> None:
+        if self.population < 2:
+            raise SrnasError(f"population must be >= 2, got {self.population}")
         if self.trials <= 0:
             raise SrnasError(f"trials must be positive, got {self.trials}")
         if self.sampler not in SAMPLERS:
@@ -151,15 +154,17 @@ def train_supernet(space: SearchSpace, run_dir: Path, train_options: dict[str, A
 # --------------------------------------------------------------------------- the study
 
 
-def make_sampler(name: str, seed: int, constrained: bool) -> optuna.samplers.BaseSampler:
-    constraints = _constraints if constrained else None
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-    if name == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=seed, constraints_func=constraints)
-    if name == "tpe":
+def make_sampler(opts: SearchOptions, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The study's sampler; ``seed`` defaults to ``opts.seed``."""
+    seed = opts.seed if seed is None else seed
+    constraints = _constraints if opts.min_psnr is not None else None
+    if opts.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=opts.population, seed=seed, constraints_func=constraints)
+    if opts.sampler == "nsga3":
+        return optuna.samplers.NSGAIIISampler(population_size=opts.population, seed=seed, constraints_func=constraints)
+    if opts.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
-    if name == "qmc":
+    if opts.sampler == "qmc":
         return optuna.samplers.QMCSampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
@@ -185,12 +190,12 @@ def open_study(run_dir: Path, opts: SearchOptions) -> optuna.Study:
         study_name=STUDY_NAME,
         storage=storage,
         directions=[OBJECTIVES[o] for o in opts.objectives],
-        sampler=make_sampler(opts.sampler, opts.seed, opts.min_psnr is not None),
+        sampler=make_sampler(opts),
         load_if_exists=True,
     )
     done = len(study.get_trials(deepcopy=False))
     if done:
-        sampler = make_sampler(opts.sampler, opts.seed + done, opts.min_psnr is not None)
+        sampler = make_sampler(opts, opts.seed + done)
         study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -272,7 +272,7 @@ def run_ray_trials(
         data = str(Path(data).resolve())
     job = RayJob(space, str(run_dir), str(Path(weights).resolve()), data, device, opts)
     gpu = 1 if device.startswith("cuda") else 0  # one trial per GPU: runtimes are measured alone
-    sampler = make_sampler(opts.sampler, opts.seed, opts.min_psnr is not None)  # one RNG across rounds
+    sampler = make_sampler(opts)  # one RNG across rounds
     modes = ["max" if OBJECTIVES[o] == "maximize" else "min" for o in opts.objectives]
 
     t0 = time.perf_counter()

@@ -43,6 +43,11 @@ Modules:
     input_size) -> CostModel`` (``counts(nz)``, ``cost(metric, nz)`` for hypothetical masks).
 ``pruning.shrink`` -- ``shrink(gated) -> (model, spec)``; ``make_plan(gated)`` (the ``pruned`` plan);
     ``empty_convs(gated)`` (convs a mask pattern would empty; shrink refuses them); ``compose_plans``.
+``pruning.schedule`` -- ``prune(model, spec, PruneConfig(target=..., metric=...), output_dir, train_data=...,
+    val_data=...) -> PruneResult``: rounds of score -> prune -> distillation fine-tune until the target holds,
+    then shrink + final fine-tune; resumable through ``output_dir/state.json`` (what ``srnas prune`` runs).
+``pruning.report`` -- before / after pruning / after fine-tuning tables (``report.json``, ``report.md``) and
+    interleaved runtime measurements of two models (``measure_runtimes``).
 ``pruning.surgery`` -- the plan format (module docstring), ``apply_plan(model, plan)`` (called by
     ``nas.network.SRNet`` for specs with a ``pruned`` key), ``encode_indices``/``decode_indices``,
     ``PrunedConv2d``/``PrunedBatchNorm2d`` (gather/scatter), ``SPLIT_ADAPTERS`` (IMDB).
