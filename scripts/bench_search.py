@@ -63,7 +63,7 @@ def standalone_cost(args, space, searched: pd.DataFrame, timings: dict, root: Pa
         root / "standalone" / str(int(pick.trial)),
     )
     standalone_s = time.perf_counter() - t0
-    per_candidate = (timings["nsga2"]["trials_s"]) / max(timings["nsga2"].get("trials_new", args.trials), 1)
+    per_candidate = (timings["nsga2"]["trials_s"]) / max(timings["nsga2"].get("trials_new", 1), 1)
     cost = {
         "supernet_train_s": timings["nsga2"]["supernet_train_s"],
         "standalone_train_s": round(standalone_s, 1),
@@ -77,7 +77,7 @@ def standalone_cost(args, space, searched: pd.DataFrame, timings: dict, root: Pa
 def main(argv: list[str] | None = None) -> int:
     p = make_parser(__doc__)
     p.add_argument("--space", default="search_spaces/quick.yaml")
-    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--trials", type=int, help="complete trials per run (default: the space's)")
     p.add_argument("--steps", type=int, help="supernet steps (default: the space's)")
     p.add_argument("--standalone-steps", type=int, help="stand-alone training steps (default: = supernet steps)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds for NSGA-II vs random")
@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         space.train["steps"] = args.steps
     root = results_dir() / "bench" / "search"
-    opts = dict(space.search, trials=args.trials, device=args.device)
+    opts = dict(space.search, device=args.device)
+    if args.trials:
+        opts["trials"] = args.trials
     rows, timings = [], {}
     nsga_dir = root / "nsga2"
     t0 = time.perf_counter()
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     env = environment([args.device])
     body = (
-        f"Space `{space.name}`, {args.trials} complete trials per run, objectives psnr (max, Y dB on the embedded "
+        f"Space `{space.name}`, {opts['trials']} complete trials per run, objectives psnr (max, Y dB on the embedded "
         f"val set, inherited weights) vs runtime_ms (min, {opts.get('runtime_size')}).\n\n"
         "## Runs\n\n"
         + markdown_table(rows, floatfmt=".4g")
