@@ -98,6 +98,6 @@ def run(args) -> int:
         print_json(asdict(result))
         return 0
     print(f"run {run_dir}: {result.complete} complete, {result.failed} failed, {result.pareto} on the Pareto front")
-    print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items() if k.endswith("_s")))
     print(f"browse: srnas front {run_dir}")
     return 0
