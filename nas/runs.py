@@ -166,7 +166,10 @@ def _trial_table(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (pids <= 0 never do)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -196,7 +199,7 @@ def _read_status(path: Path, problems: list[str]) -> tuple[str, dict[str, Any]]:
     if state == "running" and isinstance(pid, int) and not isinstance(pid, bool):
         if host not in (None, socket.gethostname()):
             problems.append(f"running on host {host} (pid {pid}): not checked from here")
-        elif not _pid_alive(pid):
+        elif not pid_alive(pid):
             problems.append(
                 f"status.json says running, but process {pid} is gone: the run was interrupted and is half-written"
             )

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 from .checkpoint import save_weights
 from .device import resolve_device
 from .errors import SrnasError
-from .runs import TRIAL_COLUMNS, update_index
+from .runs import TRIAL_COLUMNS, pid_alive, update_index
 from .search_space import SearchSpace
 from .supernet import Supernet, sample_choice
 
@@ -239,25 +239,13 @@ def recover_stale(study: optuna.Study) -> int:
     storage = study._storage
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("host") != host or _alive(int(t.user_attrs.get("pid", -1))):
+        if t.user_attrs.get("host") != host or pid_alive(int(t.user_attrs.get("pid", -1))):
             continue
         storage.set_trial_user_attr(t._trial_id, "error", "stale: its process died; re-queued")
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         n += 1
     return n
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:

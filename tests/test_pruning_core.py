@@ -33,16 +33,6 @@ from pruning import (
 )
 from pruning.surgery import PrunedConv2d
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and does not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SIZE = (20, 22)  # LR input H, W of the equality checks (ESA needs >= 15)
 MODES = ("fine", "coupled")
 
