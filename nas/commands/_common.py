@@ -26,3 +26,14 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def val_pairs_from_args(args: argparse.Namespace, scale: int):
+    """--val, or by default the val split of --data when it has one (embedded, DIV2K roots); None for no validation."""
+    from ..data import has_split, open_pairs, validation_pairs
+
+    source = args.data if args.val is None else args.val
+    if source == "none" or (args.val is None and not has_split(source, "val")):
+        return None
+    split = "val" if has_split(source, "val") else "train"
+    return validation_pairs(open_pairs(source, scale, split), max_size=args.val_max_size or None)

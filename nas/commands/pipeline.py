@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..paths import results_dir
 from ._common import print_json
-from .search import add_search_args, find_space, options_from
+from .search import add_search_args, space_and_options
 
 
 def register(sub) -> None:
@@ -29,14 +29,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..errors import SrnasError
     from ..pipeline import PipelineOptions, run_pipeline, summary
-    from ..search_space import load_space
 
-    space = load_space(find_space(args.space))
-    if args.steps is not None:
-        space.train["steps"] = args.steps
-    if args.data is not None:
-        space.train["data"] = args.data
-    search = options_from(space, args)
+    space, search = space_and_options(args)
     if args.target_activations is not None and args.target_runtime is not None:
         raise SrnasError("give one pruning target: --target-activations or --target-runtime")
     metric, target = (

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..data import EMBEDDED, has_split, open_pairs, validation_pairs
+from ..data import EMBEDDED, open_pairs
 from ..errors import CheckpointError, SrnasError
 from ..resolve import load_model
+from ._common import val_pairs_from_args
 
 _DESCRIPTION = """\
 Prune MODEL (zoo name, spec file or model folder) with trained weights to a target given as a fraction of the
@@ -105,7 +106,7 @@ def run(args) -> int:
     scale = loaded.spec["scale"]
     # all data is opened and checked before anything is written
     train_data = open_pairs(args.data, scale, "train")
-    val = _val_pairs(args, scale)
+    val = val_pairs_from_args(args, scale)
     if Path(args.output).resolve() == Path(loaded.source).resolve():
         raise SrnasError("--output must differ from the model folder being pruned")
     result = prune(loaded.model, loaded.spec, cfg, args.output, train_data=train_data, val_data=val, source=args.model)
@@ -127,12 +128,3 @@ def run(args) -> int:
         print((out / "report.md").read_text())
     print(f"pruned model saved to {out} (spec.yaml + weights.safetensors); state: {out / 'state.json'}")
     return 0
-
-
-def _val_pairs(args, scale: int):
-    """--val, or by default the val split of --data when it has one (embedded, DIV2K roots)."""
-    source = args.data if args.val is None else args.val
-    if source == "none" or (args.val is None and not has_split(source, "val")):
-        return None
-    split = "val" if has_split(source, "val") else "train"
-    return validation_pairs(open_pairs(source, scale, split), max_size=args.val_max_size or None)

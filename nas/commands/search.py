@@ -82,8 +82,8 @@ def options_from(space, args):
     return SearchOptions(**opts)
 
 
-def run(args) -> int:
-    from ..search import run_search
+def space_and_options(args):
+    """The search space named on the command line with its --steps/--data overrides, and the search options."""
     from ..search_space import load_space
 
     space = load_space(find_space(args.space))
@@ -91,7 +91,13 @@ def run(args) -> int:
         space.train["steps"] = args.steps
     if args.data is not None:
         space.train["data"] = args.data
-    opts = options_from(space, args)
+    return space, options_from(space, args)
+
+
+def run(args) -> int:
+    from ..search import run_search
+
+    space, opts = space_and_options(args)
     run_dir = results_dir() / (args.run or space.name)
     result = run_search(space, run_dir, opts)
     if args.json:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-from ..data import EMBEDDED, has_split, open_pairs, validation_pairs
+from ..data import EMBEDDED, open_pairs
 from ..errors import SpecError
 from ..network import build
 from ..resolve import load_model, save_model
 from ..train import LOSSES, OPTIMIZERS, RESULT_FILE, SCHEDULES, TrainConfig, train
+from ._common import val_pairs_from_args
 
 _DEFAULTS = TrainConfig()
 
@@ -99,7 +100,7 @@ def run(args) -> int:
     )
     # All data is opened and checked before anything is written.
     train_data = open_pairs(args.data, scale, "train")
-    val = _val_pairs(args, scale)
+    val = val_pairs_from_args(args, scale)
     result = train(model, train_data, cfg, args.output, val_data=val)
     save_model(args.output, model.cpu(), spec)
 
@@ -117,12 +118,3 @@ def run(args) -> int:
         print(f"{done}{psnr}; model saved to {Path(args.output)}")
         print(f"log: {Path(args.output) / 'train_log.csv'}, summary: {Path(args.output) / RESULT_FILE}")
     return 0
-
-
-def _val_pairs(args, scale: int):
-    """--val, or by default the val split of --data when it has one (embedded, DIV2K roots)."""
-    source = args.data if args.val is None else args.val
-    if source == "none" or (args.val is None and not has_split(source, "val")):
-        return None
-    split = "val" if has_split(source, "val") else "train"
-    return validation_pairs(open_pairs(source, scale, split), max_size=args.val_max_size or None)
