@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SrnasError
+from .genotype import genotype
 from .runs import TRIAL_COLUMNS, atomic_write, update_index
 from .search import SearchOptions, now, run_search, write_status
 from .search_space import SearchSpace
@@ -137,7 +138,7 @@ def run_pipeline(space: SearchSpace, run_dir: Path, search: SearchOptions, opts:
                 "flops": counts.flops,
                 "flops_fvcore": counts.flops_fvcore,
                 "num_conv": counts.num_conv,
-                "genotype": f"{base['genotype']} [pruned {opts.prune_mode} {opts.target_metric} {opts.target}]",
+                "genotype": genotype(spec),  # base genotype + its pruning plan (nas.genotype)
                 "spec": json.dumps(spec),
                 "device": prof.device,
                 "input_size": "x".join(map(str, search.runtime_size)),

@@ -19,7 +19,7 @@ from nas import zoo
 from nas.paths import REPO_ROOT
 
 SCRIPTS = REPO_ROOT / "scripts"
-BENCHES = ("bench_profile", "bench_runtime", "bench_latency_noise", "bench_ranking")
+BENCHES = ("bench_profile", "bench_runtime", "bench_latency_noise", "bench_ranking", "bench_prune")
 
 
 @pytest.fixture
@@ -200,3 +200,38 @@ def test_ranking_reads_a_search_run(results):
     save_weights(Supernet(space), run / "supernet.safetensors")
     opened, weights = bench.open_run("myrun")
     assert opened.widths == space.widths and weights == run / "supernet.safetensors"
+
+
+def test_prune_cases_parse_and_reject_bad_ones(results):
+    bench = load("bench_prune")
+    assert bench.parse_case("rfdn:0.75") == {"name": "rfdn-a075", "model": "rfdn", "mode": "coupled", "target": 0.75}
+    assert bench.parse_case("pan:fine:0.5")["name"] == "pan-fine-a050"
+    for bad, match in [
+        ("rfdn", "MODEL"),
+        ("nope:0.5", "unknown zoo model"),
+        ("rfdn:sideways:0.5", "unknown mode"),
+        ("rfdn:half", "not a number"),
+        ("rfdn:1.2", "fraction"),
+    ]:
+        with pytest.raises(bench.SrnasError, match=match):
+            bench.parse_case(bad)
+
+
+def test_bench_prune_tiny_then_measure_only(results, reference):
+    bench = load("bench_prune")
+    args = ["--cases", "rfdn:0.9", "--rounds", "1", "--round-steps", "1", "--steps", "1", "--score-batches", "1"]
+    args += ["--sets", "Set5", "--repeats", "1", "--warmup", "0", "--size", "24"]
+    assert bench.main(args) == 0
+    data, md = read(results, "prune")
+    case, ntire = data["rows"]
+    assert case["case"] == "rfdn-a090" and case["activations_ratio"] <= 0.9
+    assert case["params"] < 433_448 and case["runtime_ratio"] > 0 and case["prune_seconds"] > 0
+    assert case["Set5_drop"] == pytest.approx(case["Set5_finetuned"] - case["Set5_before"])
+    assert ntire["params"] == 289_888 and ntire["Set5_drop"] == pytest.approx(-0.0137, abs=1e-3)
+    assert "srnas prune rfdn --weights" in md and "rfdn_pruned (official, reference)" in md
+    weights = results / "bench" / "prune" / "rfdn-a090" / "weights.safetensors"
+    stamp = weights.stat().st_mtime_ns
+
+    assert bench.main([*args, "--measure-only"]) == 0  # the finished case is reused, not pruned again
+    assert weights.stat().st_mtime_ns == stamp
+    assert read(results, "prune")[0]["rows"][0]["Set5_drop"] == case["Set5_drop"]

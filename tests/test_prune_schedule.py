@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -192,6 +193,133 @@ def test_proxy_calibration_line():
     points = [[100.0, 1.0], [20.0, 0.4]]  # runtime fraction = 0.25 + 0.0075 * proxy
     assert math.isclose(S._proxy_goal(points, 0.7), 60.0)
     assert math.isclose(S._proxy_goal([[100.0, 1.0]], 0.7), 70.0)  # one point: proportional
+
+
+# ----------------------------------------------------------------------------- runtime targets (fake timer)
+
+
+def _latency(model: torch.nn.Module) -> float:
+    """The latency proxy of ``model`` at SIZE, as counted by the profiler (flops + 64 * activations)."""
+    counts = count_complexity(model, SIZE)
+    return counts.flops + 64 * counts.activations
+
+
+class _FakeTimer:
+    """Stands in for ``measure_runtimes``: each model's "milliseconds" are ``curve(latency proxy)``, so runs are
+    deterministic; records every call's result."""
+
+    def __init__(self, curve: Callable[[float], float]) -> None:
+        self.curve = curve
+        self.calls: list[dict[str, float]] = []
+
+    def __call__(self, models, input_size, *, device="cpu", repeats=10, warmup=3) -> dict[str, float]:
+        assert tuple(input_size) == SIZE and set(models) == {"base", "small"}
+        times = {name: self.curve(_latency(m)) for name, m in models.items()}
+        self.calls.append(times)
+        return times
+
+    def fraction(self, model: torch.nn.Module) -> float:
+        return self.curve(_latency(model)) / self.curve(_latency(tiny_model()))
+
+
+def _runtime_cfg(**kw) -> PruneConfig:
+    return _cfg(**{"metric": "runtime", "round_steps": 0, "final_steps": 0, **kw})
+
+
+def test_runtime_target_is_met_on_the_calibrated_proxy(data, tmp_path, monkeypatch):
+    base = _latency(tiny_model())
+    # a fixed overhead: runtime fraction = (0.3 + proxy fraction) / 1.3, so a goal proportional to the proxy
+    # misses (0.85 of the proxy measures 0.885); the calibration line through the minimum is exact
+    timer = _FakeTimer(lambda p: 0.3 * base + p)
+    monkeypatch.setattr(S, "measure_runtimes", timer)
+    result = prune(tiny_model(), None, _runtime_cfg(target=0.7, rounds=2), tmp_path, train_data=data)
+    state = _state(tmp_path)
+    rounds = state["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and [r["goal_fraction"] for r in rounds] == pytest.approx([0.85, 0.7])
+    for r in rounds:  # every round meets its goal on the measurement, not just on the proxy
+        assert r["fraction"] <= r["goal_fraction"]
+        assert r["fraction"] == pytest.approx((0.3 * base + r["counts"]["latency"]) / (1.3 * base), rel=1e-9)
+        assert r["fraction"] == pytest.approx(r["runtime_ms"] / r["baseline_runtime_ms"], rel=1e-12)
+        assert r["baseline_runtime_ms"] == pytest.approx(1.3 * base)
+    assert rounds[0]["fraction"] > rounds[1]["fraction"]
+    # the final model is the last measured candidate, and the result carries the same records
+    assert result.rounds[-1]["fraction"] == rounds[-1]["fraction"] <= 0.7
+    assert timer.fraction(result.model) == pytest.approx(rounds[-1]["fraction"], rel=1e-9)
+    # calibration: the unpruned model, the measured minimum, then one (proxy, measured fraction) point per round
+    minimum = state["minimum_runtime"]["fraction"]
+    assert len(timer.calls) == 1 + len(rounds)  # the minimum once, then each round's candidate
+    assert minimum == pytest.approx(timer.calls[0]["small"] / timer.calls[0]["base"], rel=1e-12)
+    calibration = state["calibration"]
+    assert len(calibration) == 2 + len(rounds)
+    assert calibration[0] == pytest.approx([base, 1.0], rel=1e-9)
+    assert calibration[1][1] == minimum and calibration[1][0] < rounds[-1]["counts"]["latency"]
+    assert minimum == pytest.approx((0.3 * base + calibration[1][0]) / (1.3 * base), rel=1e-9)
+    for (proxy, fraction), r in zip(calibration[2:], rounds, strict=True):
+        assert proxy == pytest.approx(r["counts"]["latency"], rel=1e-12) and fraction == r["fraction"]
+
+
+def test_runtime_rounds_go_past_the_plan_until_met(data, tmp_path, monkeypatch):
+    # runtime falls slower than the proxy (sqrt): the calibration line is optimistic, so the planned rounds
+    # measure above their goals and extra rounds, each aiming 2% lower, go on until the measurement meets it
+    timer = _FakeTimer(math.sqrt)
+    monkeypatch.setattr(S, "measure_runtimes", timer)
+    cfg = _runtime_cfg(target=0.7, rounds=2, importance="l1")
+    result = prune(tiny_model(), None, cfg, tmp_path / "ref", train_data=data)
+    rounds = _state(tmp_path / "ref")["rounds"]
+    assert 2 < len(rounds) <= 4 and all(r["done"] for r in rounds)
+    assert all(r["fraction"] > 0.7 for r in rounds[:-1]) and rounds[-1]["fraction"] <= 0.7
+    fractions = [r["fraction"] for r in rounds]
+    assert fractions == sorted(fractions, reverse=True)
+    expected_goals = [0.85, 0.7] + [0.7 - S.RUNTIME_MARGIN * e for e in range(1, len(rounds) - 1)]
+    assert [r["goal_fraction"] for r in rounds] == pytest.approx(expected_goals)
+    assert timer.fraction(result.model) == pytest.approx(rounds[-1]["fraction"], rel=1e-9)
+    assert len(_state(tmp_path / "ref")["calibration"]) == 2 + len(rounds)
+    # stopped in a round past the plan and continued: the same rounds, calibration and model; the minimum
+    # and the finished rounds are not measured again
+    calls = len(timer.calls)
+    out = tmp_path / "run"
+    stopped = prune(tiny_model(), None, cfg, out, train_data=data, on_round=lambda k, r: k == 3)
+    assert stopped.stopped and len(_state(out)["rounds"]) == 3
+    again = prune(tiny_model(), None, cfg, out, train_data=data)
+    assert again.resumed and len(timer.calls) == 2 * calls  # as many measurements as the uninterrupted run
+    ref, run = _state(tmp_path / "ref"), _state(out)
+    assert run["calibration"] == ref["calibration"] and run["minimum_runtime"] == ref["minimum_runtime"]
+    assert [r["masks"] for r in run["rounds"]] == [r["masks"] for r in ref["rounds"]]
+    assert load_model(out).spec == load_model(tmp_path / "ref").spec
+
+
+def test_unreachable_runtime_target_names_the_measured_minimum(data, tmp_path, monkeypatch):
+    timer = _FakeTimer(math.sqrt)
+    monkeypatch.setattr(S, "measure_runtimes", timer)
+    with pytest.raises(SrnasError, match="unreachable in coupled mode") as err:
+        prune(tiny_model(), None, _runtime_cfg(target=0.3), tmp_path, train_data=data)
+    (times,) = timer.calls  # the smallest reachable model, timed once against the unpruned one
+    minimum = times["small"] / times["base"]
+    assert 0.3 < minimum < 0.7
+    message = str(err.value)
+    assert f"leaves {minimum:.4f} of the original measured runtime (the reachable minimum)" in message
+    assert f"choose a target >= {math.ceil(minimum * 1000) / 1000:.3f}" in message
+    assert not (tmp_path / STATE_FILE).exists()
+
+
+def test_runtime_target_never_measured_stops_after_twice_the_rounds(data, tmp_path, monkeypatch):
+    calls = []
+
+    def stuck(models, input_size, **kw):  # the minimum measures 0.4, every candidate 0.95 (e.g. noise)
+        calls.append(kw)
+        return {"base": 2.0, "small": 0.8 if len(calls) == 1 else 1.9}
+
+    monkeypatch.setattr(S, "measure_runtimes", stuck)
+    cfg = _runtime_cfg(target=0.7, rounds=2, repeats=4, warmup=1)
+    message = r"runtime target 0\.7 not met after 4 rounds: the last candidate measured 1\.90 ms \(0\.950 of"
+    with pytest.raises(SrnasError, match=message):
+        prune(tiny_model(), None, cfg, tmp_path, train_data=data)
+    assert len(calls) == 5 and all(kw == {"device": "cpu", "repeats": 4, "warmup": 1} for kw in calls)
+    state = _state(tmp_path)
+    assert [r["done"] for r in state["rounds"]] == [True] * 4 and len(state["calibration"]) == 6
+    with pytest.raises(SrnasError, match=message):  # the same folder again: nothing measured again
+        prune(tiny_model(), None, cfg, tmp_path, train_data=data)
+    assert len(calls) == 5
 
 
 # ----------------------------------------------------------------------------- report and CLI

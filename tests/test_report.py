@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from nas import zoo
 from nas.cli import main
 from nas.errors import SrnasError
-from nas.genotype import diagram, genotype
+from nas.genotype import PrunedSummary, diagram, genotype
 from nas.network import build
 from nas.pareto import non_dominated
 from nas.report import html_front, plot_front, write_report
@@ -29,6 +30,7 @@ from nas.runs import (
     read_run,
     update_index,
 )
+from pruning import GatedModel, shrink
 
 
 def tiny_spec(width: int = 8, depth: int = 1) -> dict:
@@ -180,6 +182,87 @@ def test_genotype_of_zoo_and_unknown_blocks() -> None:
     )
     text = diagram(spec)
     assert "block 5" in text and "my_block (some_option=3" in text and "5x32 -> 32" in text and "32 -> 3" in text
+
+
+RESIDUAL = {"width": 8, "scale": 2, "blocks": [{"type": "residual"}]}  # convs: head 8, 8, 8, upsampler 12
+
+
+@pytest.mark.parametrize(
+    "mode, convs, field, trunk",
+    [
+        # a private width: 32 of 36 conv output channels, the trunk keeps its width
+        ("fine", {"body.0.conv1": {"out": "0-3", "in": "0-7"}, "body.0.conv2": {"out": "0-7", "in": "0-3"}}, "", 8),
+        # the trunk (head output = residual target = upsampler input) narrowed to 6: 6 + 8 + 6 + 12 of 36
+        (
+            "coupled",
+            {
+                "head.conv": {"out": "0-5", "in": "0-2"},
+                "body.0.conv1": {"out": "0-7", "in": "0-5"},
+                "body.0.conv2": {"out": "0-5", "in": "0-7"},
+                "upsampler.conv": {"out": "0-11", "in": "0-5"},
+            },
+            " w6",
+            6,
+        ),
+    ],
+)
+def test_genotype_of_a_hand_written_plan(mode, convs, field, trunk) -> None:
+    spec = {**RESIDUAL, "pruned": {"mode": mode, "convs": convs}}
+    assert genotype(RESIDUAL) == "w8 d1 | res | - | ps2"
+    assert genotype(spec) == f"w8 d1 | res | - | ps2 | pruned {mode} 89%ch{field}"
+    text = diagram(spec)
+    assert f"head       conv             3 -> {trunk}" in text and f"{trunk} -> {trunk}" in text
+    assert f"pixelshuffle x2  {trunk} -> 3" in text
+    summary = f"pruned ({mode} plan): 89% of the base model's conv output channels kept, {len(convs)} convs resized"
+    assert text.splitlines()[-1] == summary + ("" if trunk == 8 else ", trunk width 6 of 8")
+    assert "pruned" not in diagram(RESIDUAL)
+
+
+@pytest.mark.parametrize("mode", ["coupled", "fine"])
+def test_genotype_of_a_shrunk_model(mode) -> None:
+    """The pruning field of a spec written by ``pruning.shrink``, checked against the real shrunk model."""
+    base_spec = {
+        "width": 8,
+        "scale": 2,
+        "blocks": [{"type": "rfdb"}, {"type": "rfdb"}],
+        "fusion": {"type": "concat"},
+        "body_conv": True,
+        "body_skip": True,
+    }
+    torch.manual_seed(0)
+    base = build(base_spec)
+    gated = GatedModel(build(base_spec), mode)
+    with torch.no_grad():
+        for gate in gated.gates.values():  # drop the first 3 entries of every gate that has 6 or more
+            if gate.size >= 6:
+                gated.gate_mask[gate.start : gate.start + 3] = False
+    small, spec = shrink(gated)
+    gated.remove()
+
+    def channels(model: torch.nn.Module) -> int:
+        return sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+    kept = channels(small) / channels(base)
+    assert 0.3 < kept < 0.99
+    with torch.no_grad():
+        trunk = small.head(torch.zeros(1, 3, 16, 16)).shape[1]
+    assert (trunk < 8) == (mode == "coupled")  # coupled pruning narrows the trunk, fine keeps its width
+    field = f"pruned {mode} {round(100 * kept)}%ch" + (f" w{trunk}" if trunk < 8 else "")
+    assert genotype(spec) == f"{genotype(base_spec)} | {field}"
+    text = diagram(spec)
+    assert f"3 -> {trunk}" in text and f"pixelshuffle x2  {trunk} -> 3" in text
+    assert f"{round(100 * kept)}% of the base model's conv output channels kept" in text.splitlines()[-1]
+
+
+def test_genotype_of_plans_it_cannot_count() -> None:
+    assert PrunedSummary("fine", 1, 0.996).percent == "99%"  # never 100% once a channel is gone
+    assert PrunedSummary("fine", 0, 1.0).percent == "100%" and PrunedSummary("fine", 3, 0.744).percent == "74%"
+    plan = {"mode": "fine", "convs": {"a": {"out": "0", "in": "0"}, "b": {"out": "0", "in": "0"}}}
+    unknown = {"width": 8, "blocks": [{"type": "my_block"}], "pruned": plan}
+    assert genotype(unknown) == "w8 d1 | my_block | - | ps4 | pruned fine 2conv"
+    assert diagram(unknown).splitlines()[-1].endswith("2 convs resized; widths above are the base model's")
+    bad_plan = {**RESIDUAL, "pruned": {"convs": {"nothing.here": {"out": "0", "in": "0"}}}}
+    assert genotype(bad_plan).endswith("| pruned fine 1conv")
 
 
 # ----------------------------------------------------------------------------------- run folders

@@ -1,0 +1,282 @@
+"""The pruner's results in one table: size, activations and CPU runtime ratios, and the PSNR cost, per case.
+
+A case is ``MODEL[:MODE]:TARGET`` (activations fraction; MODE coupled (default) or fine), e.g. ``rfdn:0.75`` or
+``rfdn:fine:0.75``. Each case is pruned from the model's official checkpoint by ``srnas prune`` (the CLI, run
+in-process, fine-tuning on the embedded photos) into ``results/bench/prune/<case>/``; a finished case folder is
+reused and an unfinished one continues where it stopped (the pruner is resumable), so the script can be run
+again after a crash or with more cases. Then every pruned model is timed **in one run, interleaved with its
+unpruned model** (``pruning.report.measure_runtimes`` at ``--size``), so the runtime ratios do not depend on
+what else the machine did while each case was pruned. PSNR before / after pruning / after fine-tuning comes
+from each case's ``report.json`` (Set5 / Set14 Y, the official checkpoints' protocol). When the reference kit
+has NTIRE 2022's pruned RFDN (``rfdn_pruned``), it is measured beside RFDN as the field's reference point.
+
+    .venv/bin/python scripts/bench_prune.py                                   # the default cases (~1 h on 2 cores)
+    .venv/bin/python scripts/bench_prune.py --cases rfdn:0.82 --prune-only    # prune one case, measure later
+    .venv/bin/python scripts/bench_prune.py --measure-only                    # table of the finished cases
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_common import bench_dir, command_line, environment, make_parser, markdown_table, print_table, write_results
+
+from nas import zoo
+from nas.cli import main as srnas
+from nas.errors import SrnasError
+from nas.profiler import count_complexity
+from nas.resolve import load_model
+from pruning.report import REPORT_JSON, benchmark_folders, measure_runtimes, psnr_scores
+from pruning.schedule import STATE_FILE
+
+NAME = "prune"
+DEFAULT_CASES = ("rfdn:0.82", "rfdn:0.75", "rfdn:fine:0.75", "rfdn:0.5", "pan:0.75", "imdn:0.75")
+MODES = ("coupled", "fine")
+REFERENCE = {"rfdn": "rfdn_pruned"}  # pruned models of the field measured beside their base model
+SETS = ("Set5", "Set14")
+STAGES = ("before", "after pruning", "after fine-tuning")
+
+
+def parse_case(text: str) -> dict[str, Any]:
+    """``MODEL[:MODE]:TARGET`` -> ``{"name", "model", "mode", "target"}``; a clear error for anything else."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise SrnasError(f"case {text!r}: expected MODEL[:MODE]:TARGET, e.g. rfdn:0.75 or rfdn:fine:0.75")
+    model, mode = parts[0], parts[1] if len(parts) == 3 else "coupled"
+    if model not in zoo.list_zoo():
+        raise SrnasError(f"case {text!r}: unknown zoo model {model!r} (known: {', '.join(zoo.list_zoo())})")
+    if mode not in MODES:
+        raise SrnasError(f"case {text!r}: unknown mode {mode!r} (expected {' or '.join(MODES)})")
+    try:
+        target = float(parts[-1])
+    except ValueError:
+        raise SrnasError(f"case {text!r}: target {parts[-1]!r} is not a number") from None
+    if not 0 < target < 1:
+        raise SrnasError(f"case {text!r}: target must be a fraction in (0, 1), got {target}")
+    mode_part = "" if mode == "coupled" else f"-{mode}"
+    return {"name": f"{model}{mode_part}-a{round(target * 100):03d}", "model": model, "mode": mode, "target": target}
+
+
+def prune_args(case: dict[str, Any], folder: Path, args) -> list[str]:
+    """The ``srnas prune`` arguments of a case (also printed in the Markdown as its reproduction command)."""
+    ckpt = zoo.checkpoint_path(case["model"])
+    if ckpt is None:
+        raise SrnasError(f"case {case['name']}: the reference kit has no checkpoint for {case['model']}")
+    argv = ["prune", case["model"], "--weights", str(ckpt), "--target-activations", str(case["target"])]
+    argv += ["--mode", case["mode"], "--output", str(folder), "--device", args.device]
+    for option in ("steps", "rounds", "round_steps", "score_batches"):
+        if getattr(args, option) is not None:
+            argv += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    if args.sets != ",".join(SETS):
+        argv += ["--bench", args.sets]
+    return argv
+
+
+def finished(folder: Path) -> bool:
+    """Whether ``folder`` holds a pruned model whose report was written."""
+    return (folder / REPORT_JSON).is_file() and (folder / "spec.yaml").is_file()
+
+
+def run_case(case: dict[str, Any], folder: Path, args) -> float:
+    """Prune one case (continuing an unfinished folder); returns the wall seconds of this call."""
+    start = time.time()
+    code = srnas(prune_args(case, folder, args))
+    if code != 0 or not finished(folder):
+        raise SrnasError(f"case {case['name']}: srnas prune exited with {code}; its folder {folder} is kept")
+    return time.time() - start
+
+
+def prune_seconds(folder: Path) -> float | None:
+    """Seconds the pruner spent on a case (rounds + final fine-tune + report), from its state file."""
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    parts = [r.get("seconds", 0.0) for r in state.get("rounds", [])]
+    parts += [(state.get("final") or {}).get("seconds", 0.0), (state.get("report") or {}).get("seconds", 0.0)]
+    return round(sum(parts), 1)
+
+
+def case_row(case: dict[str, Any], folder: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The table row of a finished case from its report (runtime columns are filled in by ``measure``)."""
+    stages = {s["stage"]: s for s in report["stages"]}
+    before, after = stages["before"], stages["after fine-tuning"]
+    row: dict[str, Any] = {
+        "case": case["name"],
+        "model": case["model"],
+        "mode": case["mode"],
+        "target": case["target"],
+        "params": after["params"],
+        "params_ratio": after["params"] / before["params"],
+        "flops_ratio": after["flops"] / before["flops"],
+        "activations_ratio": after["activations"] / before["activations"],
+        "prune_seconds": prune_seconds(folder),
+    }
+    for name in SETS:
+        if name in before["psnr_y"]:
+            row[f"{name}_before"] = before["psnr_y"][name]
+            row[f"{name}_pruned"] = stages["after pruning"]["psnr_y"][name]
+            row[f"{name}_finetuned"] = after["psnr_y"][name]
+            row[f"{name}_drop"] = after["psnr_y"][name] - before["psnr_y"][name]
+    return row
+
+
+def set_names(text: str) -> tuple[str, ...]:
+    """``--sets`` as a tuple of set names (``none``: no sets)."""
+    return () if text.strip().lower() in ("", "none") else tuple(s.strip() for s in text.split(","))
+
+
+def reference_row(base: str, name: str, base_model, args) -> tuple[dict[str, Any], Any]:
+    """A row for a pruned model of the field (official weights), PSNR measured here."""
+    model = zoo.build_zoo_model(name, official=True).eval()
+    c0, c1 = count_complexity(base_model), count_complexity(model)
+    device = args.device
+    sets = benchmark_folders(set_names(args.sets), model.spec["scale"])
+    p0 = psnr_scores(base_model, model.spec["scale"], benchmarks=sets, device=device)
+    p1 = psnr_scores(model, model.spec["scale"], benchmarks=sets, device=device)
+    row: dict[str, Any] = {
+        "case": f"{name} (official, reference)",
+        "model": base,
+        "mode": "reference",
+        "params": c1.params,
+        "params_ratio": c1.params / c0.params,
+        "flops_ratio": c1.flops / c0.flops,
+        "activations_ratio": c1.activations / c0.activations,
+    }
+    for s in sets:
+        if s in p1:
+            row[f"{s}_before"], row[f"{s}_finetuned"], row[f"{s}_drop"] = p0[s], p1[s], p1[s] - p0[s]
+    return row, model
+
+
+def measure(cases: list[dict[str, Any]], work: Path, args) -> list[dict[str, Any]]:
+    """Rows of every finished case; runtimes timed per base model, interleaved with it, in this run."""
+    rows: list[dict[str, Any]] = []
+    for base in dict.fromkeys(c["model"] for c in cases):
+        base_model = zoo.build_zoo_model(base, official=True).eval()
+        timed: dict[str, Any] = {base: base_model}
+        group: list[dict[str, Any]] = []
+        for case in (c for c in cases if c["model"] == base):
+            folder = work / case["name"]
+            if not finished(folder):
+                print(f"[bench_prune] {case['name']}: not pruned yet ({folder}); left out of the table")
+                continue
+            group.append(case_row(case, folder, json.loads((folder / REPORT_JSON).read_text())))
+            timed[case["name"]] = load_model(folder).model.eval()
+        if base in REFERENCE and zoo.checkpoint_path(REFERENCE[base]) is not None:
+            ref_row, ref_model = reference_row(base, REFERENCE[base], base_model, args)
+            group.append(ref_row)
+            timed[ref_row["case"]] = ref_model
+        if not group:
+            continue
+        print(f"[bench_prune] timing {base} and {len(group)} pruned models, interleaved ({args.repeats} repeats)")
+        size = (3, args.size, args.size)
+        with torch.inference_mode():
+            ms = measure_runtimes(timed, size, device=args.device, repeats=args.repeats, warmup=args.warmup)
+        for row in group:
+            row["runtime_ms"], row["base_runtime_ms"] = ms[row["case"]], ms[base]
+            row["runtime_ratio"] = ms[row["case"]] / ms[base]
+        rows += group
+    return rows
+
+
+COLUMNS = {
+    "case": "case",
+    "params": "params",
+    "params_ratio": "params ×",
+    "flops_ratio": "FLOPs ×",
+    "activations_ratio": "activations ×",
+    "runtime_ratio": "CPU runtime ×",
+    "Set5_before": "Set5 before",
+    "Set5_pruned": "Set5 pruned",
+    "Set5_finetuned": "Set5 fine-tuned",
+    "Set5_drop": "Set5 Δ",
+    "Set14_drop": "Set14 Δ",
+    "prune_seconds": "prune s",
+}
+
+
+def display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with rounded, human-facing columns."""
+    out = []
+    for r in rows:
+        d = {}
+        for key, title in COLUMNS.items():
+            v = r.get(key)
+            if isinstance(v, float):
+                v = round(v, 3) if key.endswith(("ratio", "drop", "before", "pruned", "finetuned")) else round(v, 1)
+            d[title] = v
+        out.append(d)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser(__doc__)
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="MODEL[:MODE]:TARGET ...")
+    parser.add_argument("--work", type=Path, help="case folders (default: results/bench/prune)")
+    parser.add_argument("--steps", type=int, help="final fine-tuning steps (default: srnas prune's)")
+    parser.add_argument("--rounds", type=int, help="prune / fine-tune rounds (default: srnas prune's)")
+    parser.add_argument("--round-steps", type=int, help="fine-tuning steps per round (default: srnas prune's)")
+    parser.add_argument("--score-batches", type=int, help="Taylor scoring batches (default: srnas prune's)")
+    parser.add_argument("--sets", default=",".join(SETS), help="reference-kit sets in each case's report, or none")
+    parser.add_argument("--device", default="cpu", help="pruning and timing device")
+    parser.add_argument("--size", type=int, default=256, help="LR side of the runtime input")
+    parser.add_argument("--repeats", type=int, default=10, help="interleaved timed passes (median)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    stage = parser.add_mutually_exclusive_group()
+    stage.add_argument("--prune-only", action="store_true", help="prune the missing cases, write no table")
+    stage.add_argument("--measure-only", action="store_true", help="table of the finished cases, prune nothing")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = [parse_case(c) for c in args.cases]
+    work = args.work or bench_dir() / NAME
+    if not args.measure_only:
+        for case in cases:
+            folder = work / case["name"]
+            if finished(folder):
+                print(f"[bench_prune] {case['name']}: finished earlier ({folder})")
+                continue
+            print(f"[bench_prune] {case['name']}: srnas {' '.join(prune_args(case, folder, args))}")
+            print(f"[bench_prune] {case['name']}: done in {run_case(case, folder, args):.0f} s")
+    if args.prune_only:
+        return 0
+    rows = measure(cases, work, args)
+    if not rows:
+        raise SystemExit("bench_prune: no finished case to report")
+    table = display(rows)
+    print_table(table)
+    commands = "\n".join(
+        f"- `{c['name']}`: `srnas {' '.join(prune_args(c, Path('DIR'), args))}`"
+        for c in cases
+        if finished(work / c["name"])
+    )
+    body = (
+        "Each case: the official checkpoint pruned by `srnas prune` (coupled = channel groups through residuals "
+        "and concatenations, fine = every conv independently; Taylor importance per activation; distillation "
+        "fine-tuning on the embedded photos). Ratios are of the pruned model to its unpruned model; CPU runtime "
+        f"ratios timed in this run, interleaved with the unpruned model, {args.repeats} repeats at "
+        f"{args.size}x{args.size} (median). PSNR: Y, 4-pixel border, from each case's report; Δ = after "
+        "fine-tuning - before. `prune s`: the pruner's own wall time (rounds + final fine-tune + report), "
+        "on whatever else the machine was doing then.\n\n"
+        f"{markdown_table(table)}\n\nCommands (DIR = the case folder):\n\n{commands}\n"
+    )
+    write_results(
+        NAME,
+        title="Pruning: size, runtime and PSNR cost",
+        env=environment([args.device]),
+        command=command_line("scripts/bench_prune.py", argv),
+        arguments={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        results={"rows": rows},
+        body=body,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
