@@ -434,6 +434,8 @@ def train(
                 if state.best_psnr is None or val_psnr > state.best_psnr:
                     state.best_psnr, state.best_step = val_psnr, step
                     _atomic_save(model.state_dict(), out_dir / BEST_FILE)
+            if last or val_due or step % cfg.log_every == 0 or step % cfg.ckpt_every == 0:
+                _check_finite(model, step, out_dir)  # before anything of this step is logged or saved
             if last or val_due or step % cfg.log_every == 0:
                 state.loss_sum += float(loss_acc)
                 loss_acc.zero_()
@@ -465,6 +467,15 @@ def train(
             json.dumps({**res.to_dict(), "config": meta["config"]}, indent=2) + "\n", out_dir / RESULT_FILE
         )
     return res
+
+
+def _check_finite(model: nn.Module, step: int, out_dir: Path) -> None:
+    """Refuse to go on (or save) once the weights stopped being finite: the run diverged."""
+    if any(not bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise SrnasError(
+            f"training diverged by step {step}: the weights are no longer finite (NaN/inf); nothing of it was "
+            f"saved and the last checkpoint in {out_dir} is kept. Lower the learning rate or set a gradient clip."
+        )
 
 
 def _postfix(state: _State) -> dict[str, str]:

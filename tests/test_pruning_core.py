@@ -292,6 +292,18 @@ def test_shrink_equals_gated_for_every_block_family(family, mode):
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", BLOCKS.names())
+def test_gated_training_gradients_stay_finite(family, mode):
+    """A gated-off channel is constant: statistics such as CCA's standard deviation must not turn its
+    gradient into NaN (found pruning IMDN: sqrt'(0) = inf)."""
+    gated = GatedModel(build(tiny_spec(family)).train(), mode)
+    random_gates(gated, prune=0.5)
+    gated.model(torch.rand(2, 3, *SIZE)).abs().mean().backward()
+    for name, p in gated.model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
 @pytest.mark.parametrize("name", list_zoo())
 def test_shrink_equals_gated_for_every_zoo_model(name):
     model = randomize(build(zoo_spec(name)), seed=1)

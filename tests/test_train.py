@@ -270,3 +270,48 @@ def test_cli_scale_override_refused_with_weights(tmp_path, capsys):
     save_model(out, model, model.spec)
     code = main(["train", str(out), "--scale", "2", "--output", str(tmp_path / "o")])
     assert code == 1 and "--scale 2" in capsys.readouterr().err
+
+
+def test_cli_train_distils_from_a_teacher(dataset, tmp_path, capsys):
+    from nas.cli import main
+    from nas.network import build
+    from nas.resolve import load_model, save_model
+    from nas.spec import load_spec
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text("name: tiny\nscale: 2\nwidth: 4\nblocks:\n  - {type: residual}\n")
+    torch.manual_seed(0)
+    model = build(load_spec(spec))
+    save_model(tmp_path / "m", model, model.spec)
+    base = ["train", str(tmp_path / "m"), "--data", dataset.source, "--val", "none", "--steps", "2"]
+    base += ["--batch-size", "2", "--patch-size", "8", "--device", "cpu", "--json"]
+    # the teacher is the model itself: the distillation target is its own output, so nothing moves
+    assert main([*base, "--teacher", str(tmp_path / "m"), "--output", str(tmp_path / "a")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["teacher"] == str(tmp_path / "m") and info["gt_weight"] == 0.0
+    assert _state_equal(load_model(str(tmp_path / "a")).model, model)
+    args = [*base, "--teacher", str(tmp_path / "m"), "--gt-weight", "0.5", "--output", str(tmp_path / "b")]
+    assert main(args) == 0  # half ground truth: it learns
+    assert not _state_equal(load_model(str(tmp_path / "b")).model, model)
+    capsys.readouterr()
+
+    for extra, message in [
+        (["--teacher", str(spec)], "no trained weights"),
+        (["--teacher", str(tmp_path / "m"), "--gt-weight", "1"], "--gt-weight"),
+    ]:
+        assert main([*base, *extra, "--output", str(tmp_path / "c")]) == 1
+        assert message in capsys.readouterr().err
+    x4 = tmp_path / "x4"
+    save_model(x4, build({**load_spec(spec), "scale": 4}), {**load_spec(spec), "scale": 4})
+    assert main([*base, "--teacher", str(x4), "--output", str(tmp_path / "c")]) == 1
+    assert "does not upscale like the model" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_divergence_stops_before_anything_is_saved(dataset, tmp_path):
+    model = _model()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("inf"))  # the first update turns every weight into NaN
+    with pytest.raises(SrnasError, match="diverged by step 1"):
+        train(model, dataset, _cfg(steps=4, log_every=1, ckpt_every=1), tmp_path)
+    assert not (tmp_path / CHECKPOINT_FILE).exists()

@@ -12,6 +12,13 @@ from ..registry import FUSIONS, HEADS, UPSAMPLERS
 ACTIVATIONS = ("relu", "lrelu", "relu6", "prelu", "silu", "gelu", "sigmoid")
 
 
+def safe_sqrt(var: torch.Tensor) -> torch.Tensor:
+    """``sqrt(var)`` exactly, with a zero (not infinite, hence NaN) gradient where ``var == 0``: a constant
+    channel, e.g. one a pruning gate switched off, has a standard deviation that training can pass through."""
+    positive = var > 0
+    return torch.where(positive, var, torch.ones_like(var)).sqrt() * positive
+
+
 def conv(
     in_channels: int,
     out_channels: int,

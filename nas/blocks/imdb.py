@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..registry import BLOCKS
-from .common import conv
+from .common import conv, safe_sqrt
 
 
 def channel_std(x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,7 @@ def channel_std(x: torch.Tensor) -> torch.Tensor:
     area = x.size(2) * x.size(3)
     mean = x.sum(3, keepdim=True).sum(2, keepdim=True) / area
     var = (x - mean).pow(2).sum(3, keepdim=True).sum(2, keepdim=True) / area
-    return var.pow(0.5)
+    return safe_sqrt(var)
 
 
 class CCALayer(nn.Module):

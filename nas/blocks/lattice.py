@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
-from .common import conv
+from .common import conv, safe_sqrt
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -65,7 +65,8 @@ class CombinationCoefficient(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
         mean = self.conv_mean(self.avg_pool(x))
-        std = self.conv_std(torch.std(x.reshape(b, c, -1), dim=2, keepdim=True).view(b, c, 1, 1))
+        std = safe_sqrt(torch.var(x.reshape(b, c, -1), dim=2, keepdim=True)).view(b, c, 1, 1)
+        std = self.conv_std(std)
         return (mean + std) / 2.0
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
+from .. import zoo
 from ..data import EMBEDDED, open_pairs
-from ..errors import SpecError
+from ..errors import CheckpointError, SpecError, SrnasError
 from ..network import build
 from ..resolve import load_model, save_model
 from ..train import LOSSES, OPTIMIZERS, RESULT_FILE, SCHEDULES, TrainConfig, train
@@ -61,9 +62,37 @@ def register(sub) -> None:
     p.add_argument("--amp", action="store_true", help="float16 mixed precision (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
     p.add_argument("--workers", type=int, default=0, help="patch-loading processes")
+    p.add_argument(
+        "--teacher",
+        metavar="MODEL",
+        help="distil from this model (zoo name, spec or folder; e.g. the unpruned model of a pruned one): the "
+        "target is (1 - gt_weight) * teacher(LR) + gt_weight * HR",
+    )
+    p.add_argument("--teacher-weights", help="the teacher's weights (default: the folder's own, or the zoo's official)")
+    p.add_argument(
+        "--gt-weight", type=float, default=0.0, help="with --teacher: share of the ground truth in the target"
+    )
     p.add_argument("--output", required=True, help="output folder (resumed when it has a checkpoint)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
+
+
+def load_teacher(args, spec: dict) -> torch.nn.Module:
+    """The frozen ``--teacher`` model with trained weights; it must upscale like the student."""
+    if not 0.0 <= args.gt_weight < 1.0:
+        raise SrnasError(f"--gt-weight must be in [0, 1) with --teacher, got {args.gt_weight}")
+    weights = args.teacher_weights
+    if weights is None and args.teacher in zoo.list_zoo():
+        weights = zoo.checkpoint_path(args.teacher)
+    teacher = load_model(args.teacher, weights)
+    if teacher.weights is None:
+        raise CheckpointError(f"the teacher {args.teacher} has no trained weights: pass --teacher-weights")
+    t_spec = teacher.spec
+    if t_spec["scale"] != spec["scale"] or t_spec.get("in_channels", 3) != spec.get("in_channels", 3):
+        raise SpecError(
+            f"the teacher {args.teacher} (x{t_spec['scale']}) does not upscale like the model (x{spec['scale']})"
+        )
+    return teacher.model.eval().requires_grad_(False)
 
 
 def run(args) -> int:
@@ -98,13 +127,17 @@ def run(args) -> int:
         num_workers=args.workers,
         progress=not args.json,
     )
+    teacher = load_teacher(args, spec) if args.teacher else None
     # All data is opened and checked before anything is written.
     train_data = open_pairs(args.data, scale, "train")
     val = val_pairs_from_args(args, scale)
-    result = train(model, train_data, cfg, args.output, val_data=val)
+    teacher_weight = 1.0 - args.gt_weight if teacher is not None else 0.0
+    result = train(model, train_data, cfg, args.output, val_data=val, teacher=teacher, teacher_weight=teacher_weight)
     save_model(args.output, model.cpu(), spec)
 
     info = {**result.to_dict(), "model": loaded.source, "data": str(args.data), "scale": scale}
+    if teacher is not None:
+        info.update(teacher=args.teacher, gt_weight=args.gt_weight)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
