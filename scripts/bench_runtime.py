@@ -355,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--compile", action="store_true", help="add the torch.compile variant (slow to compile)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--name", default=NAME, help="results file stem under results/bench/, e.g. runtime_cuda for a GPU run"
+    )
     args = parser.parse_args(argv)
+    if not args.name.replace("_", "").replace("-", "").isalnum():
+        parser.error(f"--name {args.name!r}: letters, digits, '-' and '_' only")
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     known = zoo.list_zoo()
@@ -389,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     table, columns = summary_table(rows, names)
     body = render_markdown(rows, table, columns, notes, args.repeats, args.warmup)
     write_results(
-        NAME,
+        args.name,
         title="Zoo runtime (ratios to RFDN, same run)",
         env=env,
         command=command_line("bench_runtime.py", argv),

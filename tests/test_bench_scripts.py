@@ -124,18 +124,21 @@ def test_bench_runtime_tiny(results, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     args = ["--models", "span", "--sizes", "16", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--compile"]
-    assert bench.main(args) == 0  # a failing variant is reported, not fatal
-    data, md = read(results, "runtime")
+    assert bench.main([*args, "--name", "runtime_tiny"]) == 0  # a failing variant is reported, not fatal
+    data, md = read(results, "runtime_tiny")
+    assert not (results / "bench" / "runtime.json").exists()
     ok = [r for r in data["rows"] if r["status"] == "ok"]
-    assert {(r["model"], r["variant"]) for r in ok} == {
-        (m, v) for m in ("rfdn", "span") for v in ("eager", "channels_last")
-    }
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    variants = ("eager", "channels_last", *(["onnxruntime"] if has_ort else []))
+    assert {(r["model"], r["variant"]) for r in ok} == {(m, v) for m in ("rfdn", "span") for v in variants}
     assert all(r["ratio_to_rfdn"] == 1.0 for r in ok if r["model"] == "rfdn")
     assert all(r["median_ms"] > 0 and r["input_size"] == [3, 16, 16] for r in ok)
     failed = [r for r in data["rows"] if r["variant"] == "compile"]
     assert failed and all(r["status"] == "failed" and "no compiler here" in r["reason"] for r in failed)
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not has_ort:
         assert any("onnxruntime: not installed" in n for n in data["notes"])
+    with pytest.raises(SystemExit):
+        bench.main([*args, "--name", "../x"])
     assert "Official code path: not compared" in md and "(1.00x)" in md
 
 
