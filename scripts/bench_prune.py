@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", default=",".join(SETS), help="reference-kit sets in each case's report, or none")
     parser.add_argument("--device", default="cpu", help="pruning and timing device")
     parser.add_argument("--size", type=int, default=256, help="LR side of the runtime input")
-    parser.add_argument("--repeats", type=int, default=10, help="interleaved timed passes (median)")
+    parser.add_argument("--repeats", type=int, default=30, help="interleaved timed passes (median)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     stage = parser.add_mutually_exclusive_group()
@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench_prune] {case['name']}: done in {run_case(case, folder, args):.0f} s")
     if args.prune_only:
         return 0
+    env = environment([args.device])  # before timing: its load figure is the machine's, not this script's
     rows = measure(cases, work, args)
     if not rows:
         raise SystemExit("bench_prune: no finished case to report")
@@ -269,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     write_results(
         NAME,
         title="Pruning: size, runtime and PSNR cost",
-        env=environment([args.device]),
-        command=command_line("scripts/bench_prune.py", argv),
+        env=env,
+        command=command_line("bench_prune.py", argv),
         arguments={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         results={"rows": rows},
         body=body,
