@@ -15,7 +15,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise SrnasError(f"unknown device {name!r}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SrnasError(f"device {name!r} requested but CUDA is not available on this machine")

@@ -68,6 +68,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
+from .device import resolve_device
 from .errors import SrnasError
 
 InputSize = tuple[int, int, int]
@@ -328,13 +329,8 @@ class Profile:
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    """A ``torch.device``; asking for CUDA on a machine without it is an SrnasError."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise SrnasError(f"unknown device {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SrnasError(f"device {str(device)!r} requested but CUDA is not available on this machine")
+    """A ``torch.device`` (``auto``: CUDA when present); asking for CUDA on a machine without it is an SrnasError."""
+    dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev

@@ -28,7 +28,8 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     space = parse_space(TINY_SPACE)
     run_dir = tmp_path / "tiny"
     opts = PipelineOptions(pick=2, target=0.7, prune_rounds=1, prune_round_steps=2, prune_final_steps=2, final_steps=3)
-    df = run_pipeline(space, run_dir, SearchOptions(**OPTS), opts)
+    search = SearchOptions(**{**OPTS, "device": "auto"})  # the CLI's default device name, resolved at every stage
+    df = run_pipeline(space, run_dir, search, opts)
     picks = json.loads((run_dir / "pipeline" / "picks.json").read_text())["trials"]
     assert list(df.trial) == picks and 1 <= len(picks) <= 2
     assert (df.activations <= 0.7 * df.search_activations + 1).all()
@@ -37,7 +38,7 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     for trial in picks:
         loaded = load_model(final / "models" / str(trial))
         assert "pruned" in loaded.spec
-    again = run_pipeline(space, run_dir, SearchOptions(**OPTS), opts)  # everything resumes, nothing redone
+    again = run_pipeline(space, run_dir, search, opts)  # everything resumes, nothing redone
     assert list(again.trial) == picks
     assert again.activations.tolist() == df.activations.tolist()
     from nas.cli import main

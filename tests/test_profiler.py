@@ -219,6 +219,16 @@ def test_runtime_is_measured_and_model_untouched():
     assert len(timing.times_ms) == 2 and all(t > 0 for t in timing.times_ms)
 
 
+def test_device_names_as_users_type_them():
+    """``auto`` is what the search and pipeline pass by default (it once failed here after a whole search)."""
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert profile_model(ConvActTwice(), (4, 8, 8), device="auto", runtime=True, repeats=1).device.startswith(expected)
+    assert measure_runtime(ConvActTwice(), (4, 8, 8), device="auto", repeats=1, warmup=0).times_ms
+    for bad in ("gpu0", None):
+        with pytest.raises(SrnasError, match="unknown device"):
+            profile_model(ConvActTwice(), (4, 8, 8), device=bad, runtime=True)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(SrnasError, match="CUDA is not available"):
