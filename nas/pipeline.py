@@ -17,12 +17,13 @@ and the final fine-tune trains the pruned model on the ground truth with the sha
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from .errors import SrnasError
 from .genotype import genotype
@@ -84,6 +85,9 @@ def run_pipeline(space: SearchSpace, run_dir: Path, search: SearchOptions, opts:
     final_dir = run_dir / "final"
     final_dir.mkdir(parents=True, exist_ok=True)
     write_status(final_dir, state="running", started=now(), finished=None, space=f"{space.name} (pipeline)")
+    # the search's resolved space + options, and how its models were pruned: final/ is a complete run folder
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    atomic_write(final_dir / "config.yaml", yaml.safe_dump({**config, "pipeline": asdict(opts)}, sort_keys=False))
     rows = []
     for trial in picks:
         source = run_dir / "models" / str(trial)

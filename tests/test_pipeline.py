@@ -35,6 +35,10 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     assert (df.activations <= 0.7 * df.search_activations + 1).all()
     final = run_dir / "final"
     assert json.loads((final / "status.json").read_text())["state"] == "complete"
+    from nas.runs import read_run
+
+    final_run = read_run(final)
+    assert final_run.problems == [] and final_run.config["pipeline"]["target"] == 0.7
     for trial in picks:
         loaded = load_model(final / "models" / str(trial))
         assert "pruned" in loaded.spec
