@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .device import resolve_device
 from .errors import SrnasError
 from .genotype import genotype
 from .runs import TRIAL_COLUMNS, atomic_write, update_index
@@ -170,7 +171,7 @@ def run_pipeline(space: SearchSpace, run_dir: Path, search: SearchOptions, opts:
             "space": space.name,
             "state": "complete",
             "trials": len(df),
-            "device": search.device,
+            "device": str(resolve_device(search.device)),
         },
     )
     return df

@@ -39,6 +39,8 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
 
     final_run = read_run(final)
     assert final_run.problems == [] and final_run.config["pipeline"]["target"] == 0.7
+    index = pd.read_csv(tmp_path / "index.csv").set_index("run")
+    assert index.loc["tiny/final", "device"] in ("cpu", "cuda")  # resolved, not "auto"
     for trial in picks:
         loaded = load_model(final / "models" / str(trial))
         assert "pruned" in loaded.spec
