@@ -355,6 +355,7 @@ def train(
     resumed_from = state.step
 
     def checkpoint() -> None:
+        _check_finite(model, state.step, out_dir)  # every save path: diverged weights are never written
         _atomic_save(
             {
                 "format": "srnas-train",
@@ -428,15 +429,16 @@ def train(
 
             last = step == cfg.steps
             val_due = val_data is not None and (last or (cfg.val_every > 0 and step % cfg.val_every == 0))
+            logged = last or val_due or step % cfg.log_every == 0
+            if logged:
+                _check_finite(model, step, out_dir)  # before this step is evaluated, logged or saved as best
             val_psnr = evaluate(model, val_data, scale, device) if val_due else None
             if val_psnr is not None:
                 state.last_psnr = val_psnr
                 if state.best_psnr is None or val_psnr > state.best_psnr:
                     state.best_psnr, state.best_step = val_psnr, step
                     _atomic_save(model.state_dict(), out_dir / BEST_FILE)
-            if last or val_due or step % cfg.log_every == 0 or step % cfg.ckpt_every == 0:
-                _check_finite(model, step, out_dir)  # before anything of this step is logged or saved
-            if last or val_due or step % cfg.log_every == 0:
+            if logged:
                 state.loss_sum += float(loss_acc)
                 loss_acc.zero_()
                 state.last_loss = state.loss_sum / state.loss_count

@@ -315,3 +315,21 @@ def test_divergence_stops_before_anything_is_saved(dataset, tmp_path):
     with pytest.raises(SrnasError, match="diverged by step 1"):
         train(model, dataset, _cfg(steps=4, log_every=1, ckpt_every=1), tmp_path)
     assert not (tmp_path / CHECKPOINT_FILE).exists()
+
+
+def test_divergence_saves_no_best_weights_and_no_stop_checkpoint(dataset, tmp_path):
+    def diverged() -> nn.Module:
+        model = _model()
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("inf"))
+        return model
+
+    val = D.validation_pairs(dataset)
+    cfg = _cfg(steps=4, log_every=100, ckpt_every=100, val_every=1)  # the first output of step 1: a validation
+    with pytest.raises(SrnasError, match="diverged by step 1"):
+        train(diverged(), dataset, cfg, tmp_path / "val", val_data=val)
+    assert not any((tmp_path / "val").glob("*.pt"))
+    cfg = _cfg(steps=4, log_every=100, ckpt_every=100)  # a stop hook asks for a checkpoint at step 2
+    with pytest.raises(SrnasError, match="diverged by step 2"):
+        train(diverged(), dataset, cfg, tmp_path / "stop", on_step=lambda step, stats: step == 2)
+    assert not (tmp_path / "stop" / CHECKPOINT_FILE).exists()
