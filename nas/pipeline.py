@@ -89,6 +89,7 @@ def run_pipeline(space: SearchSpace, run_dir: Path, search: SearchOptions, opts:
     # the search's resolved space + options, and how its models were pruned: final/ is a complete run folder
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     atomic_write(final_dir / "config.yaml", yaml.safe_dump({**config, "pipeline": asdict(opts)}, sort_keys=False))
+    searched = pd.read_csv(run_dir / "trials.csv").set_index("trial")  # the picks' search-time numbers
     rows = []
     for trial in picks:
         source = run_dir / "models" / str(trial)
@@ -131,7 +132,7 @@ def run_pipeline(space: SearchSpace, run_dir: Path, search: SearchOptions, opts:
         counts = profile_model(model, (3, 256, 256))
         atomic_write(out / "profile.json", json.dumps(counts.to_dict(), indent=2))
         psnr = evaluate(model, val, space.scale)
-        base = pd.read_csv(run_dir / "trials.csv").set_index("trial").loc[trial]
+        base = searched.loc[trial]
         rows.append(
             {
                 "trial": trial,
