@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import SrnasError
+from nas.errors import SrnasError
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

@@ -12,7 +12,7 @@ Typical loop (the schedule, CLI and distillation build on these)::
     gated.prune(lowest_live_entries(score))          # your policy; check empty_convs(gated) stays []
     cost_of(gated, "flops", (3, 256, 256))          # exact cost of the model shrink() would give, no shrinking
     small, spec = shrink(gated)                      # real smaller convs, no gates; small(x) == gated(x)
-    nas.resolve.save_model(folder, small, spec)      # folder works with srnas profile / eval / sr
+    nas.zoo.resolve.save_model(folder, small, spec)      # folder works with srnas profile / eval / sr
 
 Modules:
 
@@ -38,7 +38,7 @@ Modules:
     ``TaylorImportance(gated)`` (``accumulate()`` after each backward, ``scores()``, ``reset()``: Gate
     Decorator |g * dL/dg| summed over batches), ``l1_importance(gated)``; costs: ``cost_of(gated, metric,
     input_size)`` with metric ``params|flops|activations|num_conv|latency`` or a ``{metric: weight}``
-    mapping (equal to ``nas.profiler.count_complexity`` of the shrunk model), ``unit_costs(gated, metric,
+    mapping (equal to ``nas.measure.profiler.count_complexity`` of the shrunk model), ``unit_costs(gated, metric,
     input_size)`` (what pruning each entry alone saves), ``normalized(scores, costs)``, ``cost_model(gated,
     input_size) -> CostModel`` (``counts(nz)``, ``cost(metric, nz)`` for hypothetical masks).
 ``pruning.shrink`` -- ``shrink(gated) -> (model, spec)``; ``make_plan(gated)`` (the ``pruned`` plan);
@@ -48,14 +48,15 @@ Modules:
     then shrink + final fine-tune; resumable through ``output_dir/state.json`` (what ``srnas prune`` runs).
 ``pruning.report`` -- before / after pruning / after fine-tuning tables (``report.json``, ``report.md``) and
     interleaved runtime measurements of two models (``measure_runtimes``).
-``pruning.surgery`` -- the plan format (module docstring), ``apply_plan(model, plan)`` (called by
-    ``nas.network.SRNet`` for specs with a ``pruned`` key), ``encode_indices``/``decode_indices``,
+``nas.models.pruned`` -- the plan format (module docstring), ``apply_plan(model, plan)`` (called by
+    ``nas.models.network.SRNet`` for specs with a ``pruned`` key), ``encode_indices``/``decode_indices``,
     ``PrunedConv2d``/``PrunedBatchNorm2d`` (gather/scatter), ``SPLIT_ADAPTERS`` (IMDB).
 """
 
-from .gates import Gate, GatedModel
-from .graph import ChannelGraph, Space, analyze
-from .importance import (
+from nas.models.pruned import apply_plan, decode_indices, encode_indices
+from pruning.gates import Gate, GatedModel
+from pruning.graph import ChannelGraph, Space, analyze
+from pruning.importance import (
     METRICS,
     CostModel,
     TaylorImportance,
@@ -66,8 +67,7 @@ from .importance import (
     per_gate,
     unit_costs,
 )
-from .shrink import compose_plans, empty_convs, make_plan, shrink
-from .surgery import apply_plan, decode_indices, encode_indices
+from pruning.shrink import compose_plans, empty_convs, make_plan, shrink
 
 __all__ = [
     "METRICS",

@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 from nas.errors import SrnasError
-
-from .graph import EXAMPLE_SIZE, ChannelGraph, analyze
+from pruning.graph import EXAMPLE_SIZE, ChannelGraph, analyze
 
 MODES = ("fine", "coupled")
 

@@ -12,7 +12,7 @@ unify nodes into *units* (union-find classes: channels that can only be pruned t
   the channels of their operands position by position; a ``[N, 1, H, W]`` operand broadcasts (no unification);
   a unit merged from two different producers by such an op is *shared* (residual adds, attention products).
 - ``torch.cat(dim=1)`` concatenates channel lists (a composite); ``split/chunk/narrow/[:, a:b]`` on dim 1
-  select from them -- only inside modules that ``pruning.surgery.SPLIT_ADAPTERS`` can resize (IMDB);
+  select from them -- only inside modules that ``nas.models.pruned.SPLIT_ADAPTERS`` can resize (IMDB);
   anywhere else the selected channels are frozen.
 - ``pixel_shuffle(r)``: output channel k and input channels ``k*r^2 .. k*r^2 + r^2 - 1`` form one unit, so
   channels feeding a PixelShuffle are pruned in groups of r^2.
@@ -284,9 +284,8 @@ def _norm_dim(dim: int, ndim: int) -> int:
 
 class _Analysis:
     def __init__(self, model: nn.Module) -> None:
-        from nas.blocks.lattice import MeanShift
-
-        from .surgery import SPLIT_ADAPTERS
+        from nas.models.blocks.lattice import MeanShift
+        from nas.models.pruned import SPLIT_ADAPTERS
 
         self.model = model
         self.nodes = _Nodes()

@@ -10,7 +10,7 @@ frozen units have no entries, so they are never scored. Pruned entries score 0.
   for input units; coupled: all of them), the cheap data-free alternative.
 - ``CostModel`` / ``cost_of``: params, FLOPs, activations, #conv and a latency proxy of the model
   ``shrink(gated)`` would return, computed analytically from the gates (no shrinking), exactly as
-  ``nas.profiler.count_complexity`` counts them; ``unit_costs`` the cost each entry alone removes, to
+  ``nas.measure.profiler.count_complexity`` counts them; ``unit_costs`` the cost each entry alone removes, to
   normalise scores by (``normalized``).
 """
 
@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from nas.errors import SrnasError
-
-from .gates import GatedModel
-from .graph import COUNTED
+from pruning.gates import GatedModel
+from pruning.graph import COUNTED
 
 METRICS = ("params", "flops", "activations", "num_conv", "latency")
 # latency proxy = flops + LATENCY_ELEMENT_COST * activations: SR convs are memory bound; writing and reading one

@@ -1,20 +1,19 @@
 """The pruning report: complexity, measured runtime and PSNR of the model before pruning, right after pruning
 and after fine-tuning, as ``report.json`` + ``report.md`` in the output folder.
 
-- complexity: ``nas.profiler.count_complexity`` at the report's input size (params, FLOPs in the
+- complexity: ``nas.measure.profiler.count_complexity`` at the report's input size (params, FLOPs in the
   ``model_summary`` convention, activations, #conv), each also as a fraction of the first stage;
-- runtime: ``nas.profiler.measure_runtime`` in one run, interleaved (every architecture is timed once per
+- runtime: ``nas.measure.profiler.measure_runtime`` in one run, interleaved (every architecture is timed once per
   repeat, in turn) so drift on a shared machine hits all of them alike; the median per architecture and its
   ratio to the first stage. Stages that share an architecture share its timing;
 - PSNR (Y, ``scale``-pixel border, uint8 outputs): the validation pairs (``nas.train.evaluate``) and the
-  benchmark folders (``nas.evaluate.evaluate_folder``): Set5/Set14 of the reference kit when present.
+  benchmark folders (``nas.measure.evaluate.evaluate_folder``): Set5/Set14 of the reference kit when present.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Any
 from torch import nn
 
 from nas.data import Pair
-from nas.evaluate import evaluate_folder
+from nas.io import atomic_write
+from nas.measure.evaluate import evaluate_folder
+from nas.measure.profiler import count_complexity, measure_runtime
 from nas.paths import reference_dir
-from nas.profiler import count_complexity, measure_runtime
 from nas.train import evaluate
 
 REPORT_JSON = "report.json"
@@ -219,7 +219,5 @@ def write_report(folder: str | Path, report: Mapping[str, Any]) -> tuple[Path, P
     folder.mkdir(parents=True, exist_ok=True)
     paths = folder / REPORT_JSON, folder / REPORT_MD
     for path, text in zip(paths, (json.dumps(report, indent=2) + "\n", to_markdown(report)), strict=True):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write(path, text)
     return paths

@@ -43,7 +43,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -57,15 +56,15 @@ from torch import nn
 
 from nas.data import Pair, PairedImages, PatchBatches
 from nas.errors import SrnasError
-from nas.resolve import save_model
-from nas.spec import normalize_spec
+from nas.io import atomic_json
+from nas.models.pruned import decode_indices, encode_indices
+from nas.models.spec import normalize_spec
 from nas.train import CHECKPOINT_FILE, TrainConfig, TrainResult, evaluate, l1_loss, resolve_device, train
-
-from .gates import MODES, GatedModel
-from .importance import TaylorImportance, cost_model, l1_importance, normalized
-from .report import REPORT_JSON, benchmark_folders, make_report, measure_runtimes, write_report
-from .shrink import _layout, empty_convs, shrink
-from .surgery import decode_indices, encode_indices
+from nas.zoo.resolve import save_model
+from pruning.gates import MODES, GatedModel
+from pruning.importance import TaylorImportance, cost_model, l1_importance, normalized
+from pruning.report import REPORT_JSON, benchmark_folders, make_report, measure_runtimes, write_report
+from pruning.shrink import _layout, empty_convs, shrink
 
 TARGETS = ("activations", "params", "flops", "runtime")
 IMPORTANCES = ("taylor", "l1")
@@ -191,16 +190,6 @@ class PruneResult:
 # ----------------------------------------------------------------------------- state
 
 
-def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _fingerprint(model: nn.Module, spec: dict[str, Any]) -> str:
     """A short hash of the spec and the weights, so a folder is never continued with another model."""
     h = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode())
@@ -230,7 +219,7 @@ def _load_state(path: Path, cfg: PruneConfig, fingerprint: str) -> dict[str, Any
 
 
 def masks_to_data(gated: GatedModel) -> dict[str, str]:
-    """Per gate: the kept entries as an index range string (``pruning.surgery.encode_indices``)."""
+    """Per gate: the kept entries as an index range string (``nas.models.pruned.encode_indices``)."""
     return {name: encode_indices(np.flatnonzero(keep.cpu().numpy())) for name, keep in gated.masks().items()}
 
 
@@ -530,7 +519,9 @@ def prune(
     start = time.time()
     own = getattr(model, "spec", None)
     if not isinstance(own, dict) or (spec is not None and normalize_spec(spec) != own):
-        raise SrnasError("prune needs an SRNet built from its spec (nas.network.build / nas.resolve.load_model)")
+        raise SrnasError(
+            "prune needs an SRNet built from its spec (nas.models.network.build / nas.zoo.resolve.load_model)"
+        )
     spec = own
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -549,7 +540,7 @@ def prune(
     counts0 = selector.cm.counts(nz_full)
 
     def save() -> None:
-        _atomic_json(state, state_path)
+        atomic_json(state_path, state, indent=1)
 
     if state is None:
         state = {
@@ -636,7 +627,7 @@ def prune(
         state["final"] = final
         save()
     else:
-        from nas.resolve import load_model
+        from nas.zoo.resolve import load_model
 
         small = load_model(out).model
 

@@ -12,8 +12,8 @@ Which channels survive (``pruning.gates`` defines the semantics):
 - gate values are folded into the weights: an output gate scales the conv's rows and bias (or its BatchNorm's
   weight and bias), a fine-mode input gate scales its input columns. No gate remains.
 
-The result is ``nas.network.build(spec)`` of the base spec plus a ``pruned`` plan (``pruning.surgery``), with the
-folded weights loaded strictly, so ``nas.resolve.save_model`` / ``load_model`` round-trip it.
+The result is ``nas.models.network.build(spec)`` of the base spec plus a ``pruned`` plan (``nas.models.pruned``), with
+the folded weights loaded strictly, so ``nas.zoo.resolve.save_model`` / ``load_model`` round-trip it.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from nas.errors import SrnasError
-
-from .gates import GatedModel
-from .surgery import decode_indices, encode_indices
+from nas.models.pruned import decode_indices, encode_indices
+from pruning.gates import GatedModel
 
 
 def _layout(gated: GatedModel) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, np.ndarray]]]:
@@ -224,12 +223,12 @@ def shrink(gated: GatedModel) -> tuple[nn.Module, dict[str, Any]]:
     ``model(x)`` equals ``gated(x)`` up to float rounding (eval mode; in train mode BatchNorm batch statistics
     are per channel too, so it holds as well).
     """
-    from nas.checkpoint import load_weights
-    from nas.network import build
+    from nas.models.checkpoint import load_weights
+    from nas.models.network import build
 
     base_spec = getattr(gated.model, "spec", None)
     if not isinstance(base_spec, dict):
-        raise SrnasError("shrink needs an SRNet (a model built from a spec by nas.network.build)")
+        raise SrnasError("shrink needs an SRNet (a model built from a spec by nas.models.network.build)")
     plan = make_plan(gated)
     state = _folded_state(gated, plan)
     spec = copy.deepcopy(base_spec)

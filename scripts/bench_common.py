@@ -25,10 +25,10 @@ import pandas as pd
 import torch
 from tabulate import tabulate
 
+from nas.io import atomic_write
 from nas.paths import REPO_ROOT, results_dir
-from nas.runs import atomic_write
-from nas.search_space import SearchSpace
-from nas.supernet import choice_key, sample_choice
+from nas.search.space import SearchSpace
+from nas.search.supernet import choice_key, sample_choice
 
 BENCH_DIR = "bench"
 BUSY_LOAD = 0.5  # 1-min load per CPU above which the Markdown warns that CPU timings are unreliable

@@ -37,12 +37,12 @@ from bench_common import (
 from tqdm import tqdm
 
 from nas import zoo
-from nas.commands.search import find_space
+from nas.cli.commands.search import find_space
 from nas.errors import SrnasError
-from nas.genotype import genotype
-from nas.profiler import check_device, count_complexity, measure_runtime
-from nas.search_space import SearchSpace, load_space
-from nas.supernet import Supernet
+from nas.measure.profiler import check_device, count_complexity, measure_runtime
+from nas.models.genotype import genotype
+from nas.search.space import SearchSpace, load_space
+from nas.search.supernet import Supernet
 
 NAME = "latency_noise"
 COUNTS = ("activations", "flops", "flops_fvcore", "params", "num_conv")
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     body = (
         "## Protocol\n\n"
         f"- Device `{device}`, input 1x3x{args.size}x{args.size}; one measurement = median of {args.passes} timed "
-        f"passes after {args.warmup} warm-up passes (`nas.profiler.measure_runtime`, as the search measures).\n"
+        f"passes after {args.warmup} warm-up passes (`nas.measure.profiler.measure_runtime`, as the search measures).\n"
         f"- Zoo models: {args.measurements} measurements each, taken round-robin over the models. CV = sample "
         "standard deviation / mean, of the measurements (`cv_measurements`) and of all single passes "
         "(`cv_passes`).\n"

@@ -1,7 +1,7 @@
 """Zoo complexity vs the official numbers: params, FLOPs (both conventions), activations and #conv at 3x256x256.
 
 Every zoo model is built from its spec (with its official checkpoint loaded strictly when the reference kit
-has one, so the counted parameters are the official tensors) and counted by ``nas.profiler``; each number
+has one, so the counted parameters are the official tensors) and counted by ``nas.measure.profiler``; each number
 is compared with the zoo's ``reference`` block, measured on the official code. Exit code 1 when any number
 differs or a checkpoint does not load.
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from nas import zoo
 from nas.errors import SrnasError
-from nas.profiler import count_complexity
+from nas.measure.profiler import count_complexity
 
 NAME = "profile"
 KEYS = ("params", "flops", "flops_fvcore", "activations", "num_conv")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     md_rows = [{**r, "match": "yes" if r["match"] else "**NO**"} for r in rows]
     full_cols = ["model"] + [c for k in KEYS for c in (k, f"{k}_ref")] + ["match", "mismatched", "checkpoint"]
     body = (
-        f"Counts at 1x{SIZE[0]}x{SIZE[1]}x{SIZE[2]} by `nas.profiler.count_complexity`; `*_ref` = the zoo's "
+        f"Counts at 1x{SIZE[0]}x{SIZE[1]}x{SIZE[2]} by `nas.measure.profiler.count_complexity`; `*_ref` = the zoo's "
         "`reference:` numbers (official code, see the reference kit README). `flops` = AIM 2020 / NTIRE 2022-23 "
         "`model_summary` convention, `flops_fvcore` = NTIRE 2024+ fvcore convention. `match` is exact integer "
         "equality of all five numbers (and a strict load of the official checkpoint when the kit has one).\n\n"

@@ -26,10 +26,10 @@ import torch
 from bench_common import bench_dir, command_line, environment, make_parser, markdown_table, print_table, write_results
 
 from nas import zoo
-from nas.cli import main as srnas
+from nas.cli.main import main as srnas
 from nas.errors import SrnasError
-from nas.profiler import count_complexity
-from nas.resolve import load_model
+from nas.measure.profiler import count_complexity
+from nas.zoo.resolve import load_model
 from pruning.report import REPORT_JSON, benchmark_folders, measure_runtimes, psnr_scores
 from pruning.schedule import STATE_FILE
 

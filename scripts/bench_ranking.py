@@ -5,7 +5,7 @@
    ``results/bench/ranking/supernet-<space>-<hash>/`` (resumable).
 2. ``--subnets`` architectures spanning the space: ``--pool`` distinct random choices, sorted by activations,
    picked at evenly spaced quantiles (smallest and largest included).
-3. Each is scored as the search scores it (``nas.evaluator.Evaluator``: inherited weights, BatchNorm
+3. Each is scored as the search scores it (``nas.search.evaluator.Evaluator``: inherited weights, BatchNorm
    recalibrated, Y-PSNR on the validation set), then trained from scratch with the shared loop for
    ``--steps`` steps (the space's training options otherwise) into ``results/bench/ranking/<id>/`` -- a kill
    loses nothing, the next run resumes -- and scored on the same validation images.
@@ -46,15 +46,15 @@ from bench_common import (
 )
 from tqdm import tqdm
 
-from nas.commands.search import find_space
+from nas.cli.commands.search import find_space
 from nas.device import resolve_device
 from nas.errors import SrnasError
-from nas.network import build
+from nas.io import atomic_write
+from nas.measure.profiler import count_complexity
+from nas.models.network import build
 from nas.paths import results_dir
-from nas.profiler import count_complexity
-from nas.runs import atomic_write
-from nas.search import SUPERNET_WEIGHTS, train_supernet
-from nas.search_space import SearchSpace, load_space, parse_space
+from nas.search.run import SUPERNET_WEIGHTS, train_supernet
+from nas.search.space import SearchSpace, load_space, parse_space
 from nas.train import TrainConfig, evaluate, train
 
 NAME = "ranking"
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             supernet_source = f"trained here: {weights} ({sn_opts['steps']} steps; {time.perf_counter() - t0:.0f} s)"
         if args.pool > space.size():
             parser.error(f"--pool {args.pool} exceeds the {space.size()} architectures of {space.name}")
-        from nas.evaluator import Evaluator
+        from nas.search.evaluator import Evaluator
 
         runtime_side = args.runtime_size or space.search.get("runtime_size", [3, 128, 128])[-1]
         val_max_size = args.val_max_size or space.search.get("val_max_size", 192)
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Supernet: {supernet_source}; space `{space.source}`.\n"
         f"- {len(rows)} subnets picked from {args.pool} distinct random choices (seed {args.seed}) at evenly "
         "spaced quantiles of activations.\n"
-        "- Inherited: `nas.evaluator.Evaluator` (what the search ranks by): supernet weights, BatchNorm "
+        "- Inherited: `nas.search.evaluator.Evaluator` (what the search ranks by): supernet weights, BatchNorm "
         "recalibrated, Y-PSNR (float BT.601, 4-px border) on the validation set.\n"
         f"- Stand-alone: trained from scratch with `nas.train.train`, {args.steps} steps, batch "
         f"{opts.get('batch_size', 16)}, LR patch {opts.get('patch_size', 48)}, lr {opts.get('lr', 5e-4)}, "

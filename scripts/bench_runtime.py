@@ -1,6 +1,6 @@
 """Latency of the zoo models at 256x256 LR and at the Set5 LR sizes, as ratios to RFDN measured in the same run.
 
-Each model (official weights when the reference kit has them) is timed by ``nas.profiler.measure_runtime``:
+Each model (official weights when the reference kit has them) is timed by ``nas.measure.profiler.measure_runtime``:
 ``--warmup`` untimed passes, then the median of ``--repeats`` timed passes of one fixed random input (CUDA
 events + synchronize on CUDA, ``perf_counter`` on CPU). Variants, reported separately: ``eager``;
 ``channels_last`` (weights and input in channels-last memory format; the input conversion is timed);
@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from nas import zoo
 from nas.errors import SrnasError
+from nas.measure.profiler import Timing, check_device, measure_runtime
 from nas.paths import reference_dir
-from nas.profiler import Timing, check_device, measure_runtime
 
 NAME = "runtime"
 BASELINE = "rfdn"
@@ -310,7 +310,7 @@ def render_markdown(
     return (
         "## Protocol\n\n"
         f"- Median of {repeats} timed forward passes after {warmup} warm-up passes, batch 1, one fixed "
-        "random input per size (`nas.profiler.measure_runtime`; CUDA events + synchronize on CUDA, "
+        "random input per size (`nas.measure.profiler.measure_runtime`; CUDA events + synchronize on CUDA, "
         "`time.perf_counter` on CPU); float32; official checkpoints where the reference kit has them.\n"
         f"- `(Nx)` = ratio to {BASELINE.upper()} (AIM 2020 winner) measured in this run on the same device, "
         "variant and size: the number to compare across machines. Absolute milliseconds depend on this "

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from bench_common import environment, make_parser, markdown_table, print_table, write_results
 
-from nas.pareto import hypervolume, non_dominated, reference_point
 from nas.paths import results_dir
-from nas.search import SUPERNET_WEIGHTS, SearchOptions, run_search
-from nas.search_space import load_space
+from nas.results.pareto import hypervolume, non_dominated, reference_point
+from nas.search.run import SUPERNET_WEIGHTS, SearchOptions, run_search
+from nas.search.space import load_space
 
 OBJ = {"psnr": "max", "runtime_ms": "min"}
 
@@ -47,7 +47,7 @@ def complete(run_dir: Path) -> pd.DataFrame:
 def standalone_cost(args, space, searched: pd.DataFrame, timings: dict, root: Path) -> dict:
     """Train one searched subnet from scratch for as many steps as the supernet got; time it."""
     from nas.data import open_pairs
-    from nas.network import build
+    from nas.models.network import build
     from nas.train import TrainConfig, train
 
     front = searched[non_dominated(searched, OBJ)].sort_values("psnr")

@@ -16,10 +16,11 @@ import torch
 from tqdm import tqdm
 
 from nas import zoo
-from nas.evaluate import evaluate_folder
+from nas.io import atomic_write
+from nas.measure.evaluate import evaluate_folder
+from nas.measure.profiler import profile_model
 from nas.paths import reference_dir, results_dir
-from nas.profiler import profile_model
-from nas.runs import REFERENCE_COLUMNS, atomic_write
+from nas.results.runs import REFERENCE_COLUMNS
 
 COUNTS = ("params", "flops", "flops_fvcore", "activations", "num_conv")
 

@@ -186,9 +186,9 @@ def test_bench_ranking_tiny_and_resumed(results):
 
 
 def test_ranking_reads_a_search_run(results):
-    from nas.checkpoint import save_weights
-    from nas.search_space import load_space
-    from nas.supernet import Supernet
+    from nas.models.checkpoint import save_weights
+    from nas.search.space import load_space
+    from nas.search.supernet import Supernet
 
     bench = load("bench_ranking")
     run = results / "myrun"

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from nas.checkpoint import load_weights, read_state_dict, rename_keys, save_weights
 from nas.errors import CheckpointError
+from nas.models.checkpoint import load_weights, read_state_dict, rename_keys, save_weights
 
 
 def _net() -> nn.Module:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from nas.cli import COMMAND_MODULES, build_parser, main
-from nas.images import read_image, write_image
-from nas.network import build
-from nas.resolve import load_model, save_model
+from nas.cli.main import COMMAND_MODULES, build_parser, main
+from nas.measure.images import read_image, write_image
+from nas.models.network import build
+from nas.zoo.resolve import load_model, save_model
 
 SPEC = {"width": 8, "blocks": [{"type": "residual"}], "scale": 2, "global_skip": "bilinear"}
 

@@ -9,8 +9,8 @@ import pytest
 
 from nas import data as D
 from nas.errors import DataError
-from nas.images import modcrop, read_image, write_image
-from nas.imresize import downscale
+from nas.measure.images import modcrop, read_image, write_image
+from nas.measure.imresize import downscale
 
 
 @pytest.fixture(autouse=True)

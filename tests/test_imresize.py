@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nas.images import read_image
-from nas.imresize import _round_clip_uint8, contributions, cubic, downscale, imresize
+from nas.measure.images import read_image
+from nas.measure.imresize import _round_clip_uint8, contributions, cubic, downscale, imresize
 from nas.paths import reference_dir
 
 _REF = reference_dir()
@@ -141,8 +141,8 @@ def test_matches_shipped_matlab_lr_x4(hr_path):
 
 
 def test_downscale_command_writes_div2k_names(tmp_path, capsys):
-    from nas.cli import main
-    from nas.images import write_image
+    from nas.cli.main import main
+    from nas.measure.images import write_image
 
     src, dst = tmp_path / "hr", tmp_path / "lr"
     write_image(src / "0001.png", _random_image((13, 17, 3), 3))
@@ -156,8 +156,8 @@ def test_downscale_command_writes_div2k_names(tmp_path, capsys):
 
 
 def test_downscale_command_errors_write_nothing(tmp_path, capsys):
-    from nas.cli import main
-    from nas.images import write_image
+    from nas.cli.main import main
+    from nas.measure.images import write_image
 
     src, dst = tmp_path / "hr", tmp_path / "lr"
     assert main(["downscale", "--input", str(src), "--output", str(dst)]) == 1

@@ -9,7 +9,7 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from nas.errors import DataError
-from nas.metrics import evaluate_pair, psnr, rgb_to_y, ssim
+from nas.measure.metrics import evaluate_pair, psnr, rgb_to_y, ssim
 
 
 def _random(shape, seed=0):

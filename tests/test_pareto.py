@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from nas.errors import SrnasError
-from nas.pareto import hypervolume, non_dominated, reference_point
+from nas.results.pareto import hypervolume, non_dominated, reference_point
 
 
 def brute_front(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:

@@ -5,11 +5,11 @@ import json
 import pandas as pd
 import pytest
 
+from nas.cli.pipeline import PipelineOptions, pick_models, run_pipeline
 from nas.errors import SrnasError
-from nas.pipeline import PipelineOptions, pick_models, run_pipeline
-from nas.resolve import load_model
-from nas.search import SearchOptions
-from nas.search_space import parse_space
+from nas.search.run import SearchOptions
+from nas.search.space import parse_space
+from nas.zoo.resolve import load_model
 from tests.test_search import OPTS, TINY_SPACE
 
 
@@ -35,7 +35,7 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     assert (df.activations <= 0.7 * df.search_activations + 1).all()
     final = run_dir / "final"
     assert json.loads((final / "status.json").read_text())["state"] == "complete"
-    from nas.runs import read_run
+    from nas.results.runs import read_run
 
     final_run = read_run(final)
     assert final_run.problems == [] and final_run.config["pipeline"]["target"] == 0.7
@@ -47,7 +47,7 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     again = run_pipeline(space, run_dir, search, opts)  # everything resumes, nothing redone
     assert list(again.trial) == picks
     assert again.activations.tolist() == df.activations.tolist()
-    from nas.cli import main
+    from nas.cli.main import main
 
     assert main(["front", str(final), str(run_dir), "--json", "--out", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp" / "pareto.png").is_file()

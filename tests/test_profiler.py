@@ -10,10 +10,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nas import cli, profiler
-from nas.commands import profile as profile_cmd
+from nas.cli import main as cli
+from nas.cli.commands import profile as profile_cmd
 from nas.errors import SrnasError
-from nas.profiler import count_complexity, einsum_flops, measure_runtime, profile_model
+from nas.measure import profiler
+from nas.measure.profiler import count_complexity, einsum_flops, measure_runtime, profile_model
 
 
 class ConvActTwice(nn.Module):
@@ -343,7 +344,7 @@ def test_zoo_profiles_match_reference():
 
 
 def test_best_of_three_consecutive_trials_mean():
-    from nas.profiler import Timing
+    from nas.measure.profiler import Timing
 
     t = Timing([5.0, 7.0, 1.0, 3.0, 9.0, 9.0])
     assert t.best3_mean_ms == 2.0  # trials (5,7), (1,3), (9,9)

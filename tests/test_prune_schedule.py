@@ -13,10 +13,10 @@ import torch
 
 from nas import data as D
 from nas.errors import SrnasError
-from nas.images import write_image
-from nas.network import build
-from nas.profiler import count_complexity, profile_model
-from nas.resolve import load_model, save_model
+from nas.measure.images import write_image
+from nas.measure.profiler import count_complexity, profile_model
+from nas.models.network import build
+from nas.zoo.resolve import load_model, save_model
 from pruning import schedule as S
 from pruning.report import make_report, to_markdown
 from pruning.schedule import STATE_FILE, PruneConfig, parse_target, prune
@@ -344,7 +344,7 @@ def test_report_table(data):
 
 
 def test_cli_prune_writes_a_model_folder(data, tmp_path, capsys):
-    from nas.cli import main
+    from nas.cli.main import main
 
     save_model(tmp_path / "tiny", tiny_model(), TINY)
     out = tmp_path / "out"
@@ -379,7 +379,7 @@ def test_cli_prune_writes_a_model_folder(data, tmp_path, capsys):
     ],
 )
 def test_cli_bad_targets(tmp_path, capsys, extra, message):
-    from nas.cli import main
+    from nas.cli.main import main
 
     assert main(["prune", "rfdn", "--weights", "x.pth", "--output", str(tmp_path / "o"), *extra]) == 1
     assert re.search(message, capsys.readouterr().err)
@@ -387,7 +387,7 @@ def test_cli_bad_targets(tmp_path, capsys, extra, message):
 
 
 def test_cli_needs_weights(tmp_path, capsys):
-    from nas.cli import main
+    from nas.cli.main import main
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text(json.dumps(TINY))

@@ -11,12 +11,13 @@ import yaml
 from torch import nn
 
 from nas.errors import SpecError, SrnasError
-from nas.network import build
-from nas.profiler import count_complexity, profile_model
-from nas.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
-from nas.resolve import load_model, save_model
-from nas.search_space import load_space
+from nas.measure.profiler import count_complexity, profile_model
+from nas.models.network import build
+from nas.models.pruned import PrunedConv2d
+from nas.models.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
+from nas.search.space import load_space
 from nas.zoo import build_zoo_model, list_zoo, zoo_spec
+from nas.zoo.resolve import load_model, save_model
 from pruning import (
     GatedModel,
     TaylorImportance,
@@ -31,7 +32,6 @@ from pruning import (
     shrink,
     unit_costs,
 )
-from pruning.surgery import PrunedConv2d
 
 SIZE = (20, 22)  # LR input H, W of the equality checks (ESA needs >= 15)
 MODES = ("fine", "coupled")

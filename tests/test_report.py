@@ -14,14 +14,13 @@ import torch
 import yaml
 
 from nas import zoo
-from nas.cli import main
+from nas.cli.main import main
 from nas.errors import SrnasError
-from nas.genotype import PrunedSummary, diagram, genotype
-from nas.network import build
-from nas.pareto import non_dominated
-from nas.report import html_front, plot_front, write_report
-from nas.resolve import save_model
-from nas.runs import (
+from nas.models.genotype import PrunedSummary, diagram, genotype
+from nas.models.network import build
+from nas.results.pareto import non_dominated
+from nas.results.report import html_front, plot_front, write_report
+from nas.results.runs import (
     comparable_references,
     index_row,
     newest_complete_run,
@@ -30,6 +29,7 @@ from nas.runs import (
     read_run,
     update_index,
 )
+from nas.zoo.resolve import save_model
 from pruning import GatedModel, shrink
 
 

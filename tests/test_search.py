@@ -14,8 +14,8 @@ import yaml
 
 from nas.errors import SpecError, SrnasError
 from nas.paths import REPO_ROOT
-from nas.search import SearchOptions, open_study, run_search
-from nas.search_space import load_space, parse_space
+from nas.search.run import SearchOptions, open_study, run_search
+from nas.search.space import load_space, parse_space
 
 TINY_SPACE = {
     "name": "tiny",
@@ -160,7 +160,7 @@ def test_kill_9_then_resume_loses_only_trials_in_flight(tmp_path):
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump({**TINY_SPACE, "search": {**TINY_SPACE["search"], "trials": 12}}))
     env = {**os.environ, "SRNAS_RESULTS_DIR": str(tmp_path / "results")}
-    cmd = [sys.executable, "-m", "nas.cli", "search", str(space_file), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "nas.cli.main", "search", str(space_file), "--device", "cpu"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trials_csv = tmp_path / "results" / "tiny" / "trials.csv"
     deadline = time.time() + 240

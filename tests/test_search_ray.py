@@ -14,16 +14,16 @@ import pandas as pd
 import pytest
 import ray
 
-from nas.evaluator import _key  # to poison one cached PSNR
-from nas.runs import TRIAL_COLUMNS
-from nas.search import (
+from nas.results.runs import TRIAL_COLUMNS
+from nas.search.evaluator import _key  # to poison one cached PSNR
+from nas.search.run import (
     STUDY_NAME,
     SearchOptions,
     run_search,
     storage_for,
     train_supernet,
 )
-from nas.search_space import parse_space
+from nas.search.space import parse_space
 
 SPACE = {
     "name": "raytiny",

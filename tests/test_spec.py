@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from nas.errors import SpecError
-from nas.network import build
-from nas.registry import Registry
-from nas.spec import load_spec, normalize_spec, save_spec
+from nas.models.network import build
+from nas.models.registry import Registry
+from nas.models.spec import load_spec, normalize_spec, save_spec
 
 TINY = {"width": 8, "blocks": [{"type": "residual"}], "scale": 2}
 
@@ -84,7 +84,7 @@ def test_forward_shapes_for_every_global_skip(skip, input_range):
 
 
 def test_repeat_skip_is_nearest_upsampling():
-    from nas.blocks.common import global_skip
+    from nas.models.blocks.common import global_skip
 
     x = torch.rand(1, 3, 4, 5)
     expected = torch.nn.functional.interpolate(x, scale_factor=3, mode="nearest")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from nas.registry import BLOCKS, UPSAMPLERS
-from nas.search_space import parse_space
-from nas.supernet import Supernet, has_batchnorm, recalibrate_bn, sample_choice
+from nas.models.registry import BLOCKS, UPSAMPLERS
+from nas.search.space import parse_space
+from nas.search.supernet import Supernet, has_batchnorm, recalibrate_bn, sample_choice
 
 # Every registered block family at tiny widths (options that need more context are given here).
 FAMILY_OPTIONS = {

@@ -14,7 +14,7 @@ from torch import nn
 
 from nas import data as D
 from nas.errors import CheckpointError, SrnasError
-from nas.images import write_image
+from nas.measure.images import write_image
 from nas.train import (
     CHECKPOINT_FILE,
     LOG_FILE,
@@ -228,8 +228,8 @@ def test_wrong_model_scale(dataset, tmp_path):
 
 
 def test_cli_train_writes_a_model_folder(dataset, tmp_path, capsys):
-    from nas.cli import main
-    from nas.resolve import load_model
+    from nas.cli.main import main
+    from nas.zoo.resolve import load_model
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text("name: tiny\nscale: 2\nwidth: 4\nblocks:\n  - {type: residual}\n")
@@ -249,7 +249,7 @@ def test_cli_train_writes_a_model_folder(dataset, tmp_path, capsys):
 
 
 def test_cli_train_bad_data(tmp_path, capsys):
-    from nas.cli import main
+    from nas.cli.main import main
 
     code = main(["train", "rfdn", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "o")])
     assert code == 1
@@ -258,10 +258,10 @@ def test_cli_train_bad_data(tmp_path, capsys):
 
 
 def test_cli_scale_override_refused_with_weights(tmp_path, capsys):
-    from nas.cli import main
-    from nas.network import build
-    from nas.resolve import save_model
-    from nas.spec import load_spec
+    from nas.cli.main import main
+    from nas.models.network import build
+    from nas.models.spec import load_spec
+    from nas.zoo.resolve import save_model
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text("name: tiny\nscale: 4\nwidth: 4\nblocks:\n  - {type: residual}\n")
@@ -273,10 +273,10 @@ def test_cli_scale_override_refused_with_weights(tmp_path, capsys):
 
 
 def test_cli_train_distils_from_a_teacher(dataset, tmp_path, capsys):
-    from nas.cli import main
-    from nas.network import build
-    from nas.resolve import load_model, save_model
-    from nas.spec import load_spec
+    from nas.cli.main import main
+    from nas.models.network import build
+    from nas.models.spec import load_spec
+    from nas.zoo.resolve import load_model, save_model
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text("name: tiny\nscale: 2\nwidth: 4\nblocks:\n  - {type: residual}\n")

@@ -10,14 +10,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nas.blocks.lattice import DIV2K_MEAN, MeanShift
-from nas.blocks.upsample_pa import stage_factors
-from nas.checkpoint import read_state_dict
 from nas.errors import CheckpointError, SpecError
-from nas.network import build
-from nas.profiler import profile_model
-from nas.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
-from nas.spec import load_spec, save_spec
+from nas.measure.profiler import profile_model
+from nas.models.blocks.lattice import DIV2K_MEAN, MeanShift
+from nas.models.blocks.upsample_pa import stage_factors
+from nas.models.checkpoint import read_state_dict
+from nas.models.network import build
+from nas.models.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
+from nas.models.spec import load_spec, save_spec
 from nas.zoo import build_zoo_model, checkpoint_path, import_weights, reference_profile, zoo_spec
 
 MODELS = ["pan", "latticenet", "span"]
@@ -248,7 +248,7 @@ def test_zoo_profile_matches_reference(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_zoo_strict_import_and_set5_psnr(name, reference):
-    from nas.evaluate import evaluate_folder
+    from nas.measure.evaluate import evaluate_folder
 
     model = build_zoo_model(name, official=True).eval()
     official = read_state_dict(checkpoint_path(name))
@@ -277,7 +277,7 @@ def test_latticenet_mismatched_checkpoint_is_reported(reference, tmp_path):
 def test_upa_without_attention_is_nearest_plus_conv():
     import torch
 
-    from nas.registry import UPSAMPLERS
+    from nas.models.registry import UPSAMPLERS
 
     plain = UPSAMPLERS.build({"type": "upa", "up_channels": 6, "attention": False}, channels=8, out_channels=3, scale=4)
     assert not any(type(m).__name__ == "PixelAttention" for m in plain.modules())

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from nas.checkpoint import read_state_dict
 from nas.errors import CheckpointError, DataError, SpecError
-from nas.images import modcrop, read_image, to_tensor, to_uint8
-from nas.metrics import psnr
-from nas.network import build
-from nas.profiler import count_complexity
-from nas.registry import BLOCKS
-from nas.spec import load_spec, save_spec
+from nas.measure.images import modcrop, read_image, to_tensor, to_uint8
+from nas.measure.metrics import psnr
+from nas.measure.profiler import count_complexity
+from nas.models.checkpoint import read_state_dict
+from nas.models.network import build
+from nas.models.registry import BLOCKS
+from nas.models.spec import load_spec, save_spec
 from nas.zoo import build_zoo_model, import_weights, reference_profile, zoo_spec
 
 MODELS = ["rfdn", "rfdn_pruned", "rlfn", "imdn", "imdn_aim2019"]

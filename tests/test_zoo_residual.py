@@ -9,13 +9,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nas.blocks.upsample_msrresnet import shuffle_factors
-from nas.checkpoint import read_state_dict
 from nas.errors import CheckpointError, SpecError
-from nas.network import build
-from nas.profiler import profile_model
-from nas.registry import BLOCKS, UPSAMPLERS
-from nas.spec import load_spec, save_spec
+from nas.measure.profiler import profile_model
+from nas.models.blocks.upsample_msrresnet import shuffle_factors
+from nas.models.checkpoint import read_state_dict
+from nas.models.network import build
+from nas.models.registry import BLOCKS, UPSAMPLERS
+from nas.models.spec import load_spec, save_spec
 from nas.zoo import build_zoo_model, import_weights, reference_profile, zoo_spec
 
 MODELS = ["msrresnet", "nasnetbn"]
@@ -202,7 +202,7 @@ def test_nasnetbn_strict_import(nasnetbn, reference):
 
 
 def test_nasnetbn_set5_psnr(nasnetbn, reference):
-    from nas.evaluate import evaluate_folder
+    from nas.measure.evaluate import evaluate_folder
 
     set5 = reference / "images" / "Set5"
     result = evaluate_folder(nasnetbn, set5, lr_dir=set5 / "LR_bicubic_X4", scale=4, ssim=False, progress=False)

@@ -3,10 +3,10 @@ reference numbers it must reproduce (``nas/zoo/<name>.yaml``).
 
 Entry format::
 
-    spec: {...}                       # an architecture spec (nas.spec)
+    spec: {...}                       # an architecture spec (nas.models.spec)
     checkpoint:                       # optional: the official checkpoint in the reference kit
       file: rfdn_aim2020_x4.pth       # under <reference>/checkpoints/
-      rename:                         # official key -> our key (nas.checkpoint.rename_keys)
+      rename:                         # official key -> our key (nas.models.checkpoint.rename_keys)
         - {pattern: '^B(\\d+)\\.', replace: 'body.{1}.', offset: -1}
     reference:                        # official numbers at 3x256x256 and Set5/Set14 x4 Y-PSNR
       params: 433448
@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from ..checkpoint import load_weights, read_state_dict, rename_keys
-from ..errors import CheckpointError, SpecError
-from ..paths import reference_dir
+from nas.errors import CheckpointError, SpecError
+from nas.models.checkpoint import load_weights, read_state_dict, rename_keys
+from nas.paths import reference_dir
 
 ZOO_DIR = Path(__file__).resolve().parent
 
@@ -74,7 +74,7 @@ def import_rules(name: str) -> list[dict[str, Any]]:
 
 def build_zoo_model(name: str, weights: str | Path | None = None, official: bool = False):
     """Build a zoo model; load ``weights`` (an official or srnas checkpoint) or, with ``official``, the kit's."""
-    from ..network import build
+    from nas.models.network import build
 
     model = build(zoo_spec(name))
     if official:

@@ -1,0 +1,63 @@
+"""``srnas pipeline``: search -> pick Pareto models -> prune each -> final fine-tune -> the final front."""
+
+from __future__ import annotations
+
+from nas.cli.commands._common import print_json
+from nas.cli.commands.search import add_search_args, space_and_options
+from nas.paths import results_dir
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "pipeline",
+        help="search, prune the picked Pareto models, fine-tune, final front",
+        description=__doc__ + " Every stage resumes: running the same command again continues where it stopped. "
+        "Outputs: results/<run>/pipeline/ (per model) and results/<run>/final/ (a run folder: srnas front).",
+    )
+    add_search_args(p)
+    p.add_argument("--pick", type=int, default=3, help="Pareto models to prune (spread along runtime)")
+    p.add_argument("--pick-min-psnr", type=float, help="only pick models with PSNR >= this")
+    p.add_argument("--pick-max-runtime", type=float, help="only pick models with runtime_ms <= this")
+    p.add_argument("--target-activations", type=float, help="pruning target (fraction, default 0.7)")
+    p.add_argument("--target-runtime", type=float, help="pruning target as a runtime fraction (measured)")
+    p.add_argument("--prune-mode", choices=("coupled", "fine"), default="coupled")
+    p.add_argument("--final-steps", type=int, default=300, help="final fine-tune steps per model")
+    p.add_argument("--json", action="store_true", help="print the final models as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from nas.cli.pipeline import PipelineOptions, run_pipeline, summary
+    from nas.errors import SrnasError
+
+    space, search = space_and_options(args)
+    if args.target_activations is not None and args.target_runtime is not None:
+        raise SrnasError("give one pruning target: --target-activations or --target-runtime")
+    metric, target = (
+        ("runtime", args.target_runtime)
+        if args.target_runtime is not None
+        else ("activations", args.target_activations if args.target_activations is not None else 0.7)
+    )
+    opts = PipelineOptions(
+        pick=args.pick,
+        min_psnr=args.pick_min_psnr,
+        max_runtime_ms=args.pick_max_runtime,
+        target_metric=metric,
+        target=target,
+        prune_mode=args.prune_mode,
+        final_steps=args.final_steps,
+    )
+    run_dir = results_dir() / (args.run or space.name)
+    df = run_pipeline(space, run_dir, search, opts)
+    rows = summary(df)
+    if args.json:
+        print_json(rows)
+        return 0
+    for r in rows:
+        print(
+            f"trial {r['trial']}: PSNR {r['search_psnr']:.3f} -> {r['psnr']:.3f} dB, runtime "
+            f"{r['search_runtime_ms']:.1f} -> {r['runtime_ms']:.1f} ms, activations "
+            f"{r['search_activations'] / 1e6:.1f}M -> {r['activations'] / 1e6:.1f}M"
+        )
+    print(f"final front: srnas front {run_dir / 'final'} {run_dir}")
+    return 0

@@ -1,0 +1,148 @@
+"""``srnas profile``: params, FLOPs (both challenge conventions), activations, #conv, runtime, memory."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from torch import nn
+from tqdm import tqdm
+
+from nas.cli.commands._common import print_json
+from nas.errors import SrnasError
+from nas.measure.profiler import Profile, check_device, profile_model
+
+COUNT_KEYS = ("params", "flops", "flops_fvcore", "activations", "num_conv")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="count params/FLOPs/activations and time a model",
+        description="Complexity as the AIM/NTIRE efficient-SR challenges count it, at a 1 x 3 x SIZE x SIZE "
+        "LR input: FLOPs = model_summary MACs (AIM2020-NTIRE2023 tables), FLOPs fvcore = NTIRE2024+ "
+        "MACs, activations = elements of all conv outputs.",
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="zoo name (see `srnas zoo`), spec file (.yaml/.json) or model folder",
+    )
+    p.add_argument("--zoo", action="store_true", help="profile every zoo model (a table)")
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=(256, 256),
+        metavar="N|HxW",
+        help="LR input height and width (default 256, the challenge size)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where --runtime is measured (default cpu)")
+    p.add_argument("--runtime", action="store_true", help="also time forward passes (and CUDA peak memory)")
+    p.add_argument("--repeats", type=int, default=10, help="timed forward passes (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed passes before timing (default 3)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.zoo == (args.model is not None):
+        raise SrnasError("give either a MODEL or --zoo")
+    if args.repeats < 1 or args.warmup < 0:
+        raise SrnasError("--repeats must be >= 1 and --warmup >= 0")
+    device = check_device(args.device)
+    options = {
+        "input_size": (3, *args.size),
+        "device": device,
+        "runtime": args.runtime,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "memory": args.runtime,
+    }
+    if not args.zoo:
+        prof = profile_model(_load_model(args.model), **options)
+        if args.json:
+            print_json({"model": args.model, **prof.to_dict()})
+        else:
+            _print_one(args.model, prof)
+        return 0
+
+    zoo = importlib.import_module("nas.zoo")
+    rows = []
+    for name in tqdm(zoo.list_zoo(), desc="profile", unit="model", disable=None):
+        prof = profile_model(zoo.build_zoo_model(name), **options)
+        rows.append({"model": name, **prof.to_dict(), "matches_reference": _matches(prof, zoo, name)})
+    if args.json:
+        print_json(rows)
+    else:
+        _print_table(rows, timed=args.runtime)
+    return 0
+
+
+def _load_model(ref: str) -> nn.Module:
+    """The model MODEL names (weights are not needed to count)."""
+    return importlib.import_module("nas.zoo.resolve").load_model(ref, weights=None).model
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if len(parts) > 2 or h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive N or HxW, got {text!r}")
+    return h, w
+
+
+def _matches(prof: Profile, zoo: Any, name: str) -> bool | None:
+    """Whether the counts equal the zoo's official numbers at 3x256x256 (None when not comparable)."""
+    ref = zoo.reference_profile(name)
+    keys = [k for k in COUNT_KEYS if k in ref]
+    if prof.input_size != (3, 256, 256) or not keys:
+        return None
+    return all(getattr(prof, k) == ref[k] for k in keys)
+
+
+def _print_one(name: str, p: Profile) -> None:
+    c, h, w = p.input_size
+    lines = [
+        ("model", name),
+        ("input", f"1x{c}x{h}x{w}"),
+        ("params", f"{p.params:,} ({p.params / 1e6:.4f} M)"),
+        ("FLOPs", f"{p.flops / 1e9:.4f} G  (model_summary: AIM2020-NTIRE2023)"),
+        ("FLOPs fvcore", f"{p.flops_fvcore / 1e9:.4f} G  (fvcore: NTIRE2024+)"),
+        ("activations", f"{p.activations / 1e6:.4f} M"),
+        ("#conv", str(p.num_conv)),
+    ]
+    if p.runtime_ms is not None:
+        lines.append(
+            (
+                "runtime",
+                f"{p.runtime_ms:.2f} ms median, {p.runtime_mean_ms:.2f} ms mean, "
+                f"{p.runtime_best3_mean_ms:.2f} ms best-of-3 mean (AIM 2020), "
+                f"{p.runtime_min_ms:.2f} ms min ({p.repeats} runs on {p.device})",
+            )
+        )
+    if p.memory_mb is not None:
+        lines.append(("peak memory", f"{p.memory_mb:.2f} MB"))
+    for key, value in lines:
+        print(f"{key:<14}{value}")
+
+
+def _print_table(rows: list[dict[str, Any]], *, timed: bool) -> None:
+    header = f"{'model':<28}{'params':>11}{'FLOPs(G)':>10}{'fvcore(G)':>11}{'acts(M)':>10}{'#conv':>7}"
+    if timed:
+        header += f"{'ms':>9}{'mem(MB)':>9}"
+    print(header + "  ref")
+    for r in rows:
+        line = (
+            f"{r['model']:<28}{r['params']:>11,}{r['flops'] / 1e9:>10.4f}{r['flops_fvcore'] / 1e9:>11.4f}"
+            f"{r['activations'] / 1e6:>10.4f}{r['num_conv']:>7}"
+        )
+        if timed:
+            mem = f"{r['memory_mb']:.1f}" if r["memory_mb"] is not None else "-"
+            line += f"{r['runtime_ms']:>9.2f}{mem:>9}"
+        ref = {True: "ok", False: "DIFF", None: "-"}[r["matches_reference"]]
+        print(f"{line}  {ref}")

@@ -1,0 +1,35 @@
+"""``srnas sr``: super-resolve a folder of LR images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nas.cli.commands._common import add_device_arg, add_model_args, resolve_device
+from nas.measure.images import list_images, read_image, write_image
+from nas.zoo.resolve import load_model
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sr", help="super-resolve LR images", description="Write one SR PNG per LR image.")
+    add_model_args(p)
+    p.add_argument("--input", required=True, help="folder of LR images")
+    p.add_argument("--output", required=True, help="folder for the SR PNGs (created)")
+    add_device_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from nas.measure.evaluate import super_resolve
+
+    device = resolve_device(args.device)
+    files = list_images(args.input)
+    images = [read_image(f) for f in files]  # read everything first: a bad file writes nothing
+    loaded = load_model(args.model, args.weights)
+    model = loaded.model.to(device)
+    out_dir = Path(args.output)
+    for path, lr in tqdm(list(zip(files, images, strict=True)), desc="sr", unit="img"):
+        write_image(out_dir / f"{path.stem}.png", super_resolve(model, lr, device))
+    print(f"wrote {len(files)} images to {out_dir}")
+    return 0

@@ -1,0 +1,334 @@
+"""The Ray Tune backend of ``srnas search``: the objective of the local backend, run as Ray Tune trials.
+
+The driver (the ``srnas search`` process) runs Ray Tune with ``OptunaSearch`` over the *same* Optuna study
+as the local backend (``<run>/study.journal`` or ``--storage``), with the same sampler and the same
+parameter names (``nas.search.run.suggest_choice``): enqueued references and re-queued trials are asked first,
+and the driver tells the study each trial's objective values. Every Ray worker process builds one
+``Evaluator`` from the run's files and writes the trial's measurements straight into the storage (the
+user attributes ``nas.search.run.record`` writes), so ``trials.csv``/``pareto.csv`` do not depend on the backend.
+
+A failing evaluation is recorded (``error`` attribute, FAIL state) and the search goes on; failures do not
+count towards ``--trials`` (at most ``--trials`` extra attempts, as in the local backend). Running the same
+command again continues the study: trials in flight when the driver was stopped (Ctrl-C, kill) stay RUNNING
+with the driver's host/pid and are re-queued by ``recover_stale`` (ignore Ray's ``Tuner.restore`` hint).
+Each trial takes one CPU (so CPU runtimes are single-threaded) or, on CUDA, one whole GPU, so that
+runtimes are measured without a neighbour on the same GPU. Workers need the run folder (supernet weights,
+journal) at the same path, so on several machines use a shared filesystem, or ``--storage postgresql://...``
+for the study.
+
+On a cluster: ``ray start --head`` on the head node, ``ray start --address HEAD:6379`` on every worker,
+then ``srnas search SPACE --backend ray --ray-address auto --workers N`` on the head node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from nas.errors import SrnasError
+from nas.search.evaluator import Evaluator
+from nas.search.run import (
+    OBJECTIVES,
+    STUDY_NAME,
+    SearchOptions,
+    make_sampler,
+    record,
+    storage_for,
+    suggest_choice,
+    write_status,
+    write_tables,
+)
+from nas.search.space import SearchSpace
+
+TRIAL_ID = "optuna_trial_id"  # config keys added by the define-by-run function
+TRIAL_NUMBER = "optuna_trial_number"
+LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # a local cluster only passes small configs around
+
+
+@dataclass(frozen=True)
+class RayJob:
+    """What a worker needs to evaluate trials (absolute paths: Ray workers run in their trial folders)."""
+
+    space: SearchSpace
+    run_dir: str
+    weights: str
+    data: str
+    device: str
+    opts: SearchOptions
+
+
+def open_storage(run_dir: Path, url: str | None) -> optuna.storages.BaseStorage:
+    """The study's storage as an object (``OptunaSearch`` does not take URLs)."""
+    storage = storage_for(run_dir, url)
+    return optuna.storages.get_storage(storage) if isinstance(storage, str) else storage
+
+
+class SuggestTrial:
+    """The define-by-run search space: the local backend's parameters, plus the Optuna trial id for workers.
+
+    ``host``/``pid`` are the driver's: Ray ends a job's trials with its driver, so ``recover_stale``
+    re-queues trials of a dead driver, including those asked but not started yet.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.host, self.pid = socket.gethostname(), os.getpid()
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        trial.set_user_attr("host", self.host)
+        trial.set_user_attr("pid", self.pid)
+        choice = suggest_choice(trial, self.space)
+        trial.set_user_attr("choice", json.dumps(choice))
+        return {TRIAL_ID: trial._trial_id, TRIAL_NUMBER: trial.number, "choice": choice}
+
+
+# --------------------------------------------------------------------------- worker side
+
+_WORKER: dict[str, Any] = {}  # one Evaluator and storage per worker process, reused across its trials
+
+
+def _worker_state(job: RayJob) -> tuple[Evaluator, optuna.storages.BaseStorage]:
+    weights = Path(job.weights)
+    key = (job, weights.stat().st_mtime_ns)
+    if _WORKER.get("key") != key:
+        _WORKER.clear()
+        opts = job.opts
+        evaluator = Evaluator(
+            job.space,
+            weights,
+            Path(job.run_dir) / "cache",
+            data=job.data,
+            device=job.device,
+            runtime_size=tuple(opts.runtime_size),
+            runtime_repeats=opts.runtime_repeats,
+            val_max_size=opts.val_max_size,
+            seed=opts.seed,
+        )
+        _WORKER.update(key=key, evaluator=evaluator, storage=open_storage(Path(job.run_dir), opts.storage))
+    return _WORKER["evaluator"], _WORKER["storage"]
+
+
+def evaluate_trial(config: dict[str, Any], job: RayJob) -> None:
+    """The Ray trainable: evaluate one choice, store its measurements in the study, report the objectives."""
+    t0 = time.perf_counter()
+    evaluator, storage = _worker_state(job)
+    setup_s = time.perf_counter() - t0
+    trial_id = int(config[TRIAL_ID])
+
+    def set_attr(key: str, value: Any) -> None:
+        storage.set_trial_user_attr(trial_id, key, value)
+
+    set_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    t1 = time.perf_counter()
+    try:
+        metrics = evaluator.evaluate(config["choice"])
+    except Exception as exc:  # recorded with its reason; Ray marks the trial ERROR, Optuna FAIL
+        set_attr("error", f"{type(exc).__name__}: {exc}")
+        raise
+    evaluate_s = time.perf_counter() - t1
+    record(set_attr, metrics, job.opts)
+    objectives = {o: float(metrics[o]) for o in job.opts.objectives}
+    tune.report({**objectives, "evaluate_s": evaluate_s, "setup_s": setup_s})
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+class Progress(tune.Callback):
+    """A tqdm bar of COMPLETE trials; rewrites trials.csv/pareto.csv and status.json after every trial.
+
+    Ray calls these hooks after ``OptunaSearch`` has told the study, so the tables see final states.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
+        run_dir: Path,
+        opts: SearchOptions,
+        done: int,
+    ) -> None:
+        from tqdm import tqdm
+
+        self.study, self.storage, self.run_dir, self.opts = study, storage, run_dir, opts
+        self.bar = tqdm(total=opts.trials, initial=done, desc="search (ray)", unit="trial")
+        self.finished = self.failed = 0
+        self.evaluate_s = self.setup_s = 0.0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.evaluate_s += float(result.get("evaluate_s", 0.0))
+        self.setup_s += float(result.get("setup_s", 0.0))
+        self.bar.set_postfix(
+            psnr=f"{result.get('psnr', math.nan):.2f}",
+            ms=f"{result.get('runtime_ms', math.nan):.1f}",
+            failed=self.failed,
+            refresh=False,
+        )
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.finished += 1
+        frozen = self._frozen(trial)
+        if frozen is not None and frozen.state == TrialState.COMPLETE:
+            self.bar.update(1)
+        self._write()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.finished += 1
+        self.failed += 1
+        frozen = self._frozen(trial)
+        if frozen is not None and "error" not in frozen.user_attrs:  # e.g. the worker process died
+            self.storage.set_trial_user_attr(frozen._trial_id, "error", _ray_error(trial))
+        self.bar.set_postfix(failed=self.failed, refresh=False)
+        self._write()
+
+    def _frozen(self, trial) -> optuna.trial.FrozenTrial | None:
+        trial_id = trial.config.get(TRIAL_ID)
+        return None if trial_id is None else self.storage.get_trial(int(trial_id))
+
+    def _write(self) -> None:
+        write_tables(self.study, self.run_dir, self.opts)
+        write_status(self.run_dir, trials=len(self.study.get_trials(deepcopy=False)))
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its run config (``tuner.pkl``); the bar and the study stay in this process."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("bar", "study", "storage")}
+
+
+def _ray_error(trial) -> str:
+    """The last line of Ray's error trace of a trial (its exception), or a generic reason."""
+    text = trial.get_error() or ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[-1] if lines else "the Ray trial failed (see the Ray logs)")[:500]
+
+
+def connect(opts: SearchOptions) -> bool:
+    """Join the running Ray session, the cluster at ``opts.ray_address``, or start a local one.
+
+    Returns whether this call started Ray (and so must shut it down).
+    """
+    if ray.is_initialized():
+        return False
+    if opts.ray_address:
+        try:
+            ray.init(address=opts.ray_address, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError) as exc:
+            raise SrnasError(
+                f"cannot connect to the Ray cluster at {opts.ray_address!r} ({exc}); start one with "
+                "`ray start --head`, or leave out --ray-address to start a local one"
+            ) from exc
+    else:
+        ray.init(
+            num_cpus=max(opts.workers, 1),
+            include_dashboard=False,
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            logging_level=logging.WARNING,
+        )
+    return True
+
+
+def trial_name(trial) -> str:
+    """Ray's name (and folder) of a trial: the Optuna trial number it evaluates, plus Ray's id."""
+    return f"trial{trial.config.get(TRIAL_NUMBER, '')}_{trial.trial_id}"
+
+
+def complete_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def run_ray_trials(
+    space: SearchSpace, run_dir: Path, opts: SearchOptions, weights: Path, device: str
+) -> dict[str, float]:
+    """Run Ray Tune trials until ``opts.trials`` trials of the study are COMPLETE; returns timings.
+
+    Timings: ``ray_start_s`` (connecting/starting Ray), ``ray_evaluate_s`` and ``ray_worker_setup_s``
+    (summed over trials, in the workers), ``ray_overhead_s`` (wall time of the trials minus the summed
+    evaluate and setup times divided by the number of workers: what orchestration cost).
+    """
+    run_dir = run_dir.resolve()
+    storage = open_storage(run_dir, opts.storage)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    done = complete_count(study)
+    if done >= opts.trials:
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = str(space.train.get("data", "embedded"))
+    if data != "embedded":
+        data = str(Path(data).resolve())
+    job = RayJob(space, str(run_dir), str(Path(weights).resolve()), data, device, opts)
+    gpu = 1 if device.startswith("cuda") else 0  # one trial per GPU: runtimes are measured alone
+    sampler = make_sampler(opts)  # one RNG across rounds
+    modes = ["max" if OBJECTIVES[o] == "maximize" else "min" for o in opts.objectives]
+
+    t0 = time.perf_counter()
+    started = connect(opts)
+    timings = {"ray_start_s": round(time.perf_counter() - t0, 2)}
+    progress = None
+    try:
+        trainable = tune.with_resources(tune.with_parameters(evaluate_trial, job=job), {"cpu": 1, "gpu": gpu})
+        progress = Progress(study, storage, run_dir, opts, done)
+        t1 = time.perf_counter()
+        remaining = opts.trials - done
+        budget = remaining + opts.trials  # failures do not count: at most --trials extra attempts
+        while remaining > 0 and budget > 0:
+            samples = min(remaining, budget)
+            searcher = OptunaSearch(
+                space=SuggestTrial(space),
+                metric=list(opts.objectives),
+                mode=modes,
+                sampler=sampler,
+                study_name=STUDY_NAME,
+                storage=storage,
+            )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    num_samples=samples,
+                    max_concurrent_trials=max(opts.workers, 1),
+                    reuse_actors=True,
+                    trial_name_creator=trial_name,
+                    trial_dirname_creator=trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    storage_path=str(run_dir / "ray"),
+                    name="tune",
+                    verbose=0,
+                    callbacks=[progress],
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
+            before = progress.finished
+            tuner.fit()
+            if progress.finished - before < samples:  # Ray Tune stops gracefully on Ctrl-C
+                raise KeyboardInterrupt("Ray Tune stopped before its trials finished")
+            budget -= samples
+            remaining = opts.trials - complete_count(study)
+    finally:
+        if progress is not None:
+            progress.close()
+        if started:
+            ray.shutdown()
+    wall = time.perf_counter() - t1
+    busy = (progress.evaluate_s + progress.setup_s) / max(opts.workers, 1)
+    timings.update(
+        ray_evaluate_s=round(progress.evaluate_s, 2),
+        ray_worker_setup_s=round(progress.setup_s, 2),
+        ray_overhead_s=round(max(wall - busy, 0.0), 2),
+    )
+    return timings

@@ -1,0 +1,75 @@
+"""Turn what a user types as MODEL (zoo name, spec file, model folder) into a model with weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nas import zoo
+from nas.errors import CheckpointError, SpecError
+from nas.models.checkpoint import load_weights, read_state_dict, save_weights
+from nas.models.network import build
+from nas.models.spec import load_spec, save_spec
+
+SPEC_FILE = "spec.yaml"
+WEIGHTS_FILE = "weights.safetensors"
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    spec: dict[str, Any]
+    source: str  # "zoo:<name>", a spec path or a model folder
+    zoo_name: str | None = None
+    weights: str | None = None  # the file the weights came from, None for random init
+
+
+def load_model(ref: str | Path, weights: str | Path | None = None) -> LoadedModel:
+    """Resolve ``ref`` and load ``weights`` (or the folder's own weights) strictly.
+
+    ``ref`` is a zoo name (``srnas zoo`` lists them), a spec file (.yaml/.yml/.json) or a folder holding
+    ``spec.yaml`` and ``weights.safetensors`` (what ``srnas train``/``prune``/``search`` export).
+    """
+    text = str(ref)
+    path = Path(text)
+    if text in zoo.list_zoo() and not path.exists():
+        model = build(zoo.zoo_spec(text))
+        if weights is not None:
+            zoo.import_weights(model, text, weights)
+        return LoadedModel(model, model.spec, f"zoo:{text}", text, str(weights) if weights else None)
+    if path.is_dir():
+        spec_file = path / SPEC_FILE
+        if not spec_file.is_file():
+            raise SpecError(f"model folder {path} has no {SPEC_FILE}")
+        model = build(load_spec(spec_file))
+        weights = weights if weights is not None else path / WEIGHTS_FILE
+        if not Path(weights).is_file():
+            raise CheckpointError(f"model folder {path} has no {WEIGHTS_FILE} (pass --weights)")
+        _load_plain(model, weights)
+        return LoadedModel(model, model.spec, str(path), None, str(weights))
+    if path.suffix in SPEC_SUFFIXES:
+        model = build(load_spec(path))
+        if weights is not None:
+            _load_plain(model, weights)
+        return LoadedModel(model, model.spec, str(path), None, str(weights) if weights else None)
+    raise SpecError(
+        f"{text!r} is not a zoo model ({', '.join(zoo.list_zoo())}), a spec file ({'/'.join(SPEC_SUFFIXES)}) "
+        "or a model folder"
+    )
+
+
+def _load_plain(model: nn.Module, weights: str | Path) -> None:
+    load_weights(model, read_state_dict(weights), source=str(weights))
+
+
+def save_model(folder: str | Path, model: nn.Module, spec: dict[str, Any]) -> Path:
+    """Write ``spec.yaml`` + ``weights.safetensors`` into ``folder``; the folder is then a MODEL for every command."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(model, folder / WEIGHTS_FILE)
+    save_spec(spec, folder / SPEC_FILE)
+    return folder
