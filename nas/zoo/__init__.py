@@ -4,8 +4,11 @@ reference numbers it must reproduce (``nas/zoo/<name>.yaml``).
 Entry format::
 
     spec: {...}                       # an architecture spec (nas.models.spec)
-    checkpoint:                       # optional: the official checkpoint in the reference kit
-      file: rfdn_aim2020_x4.pth       # under <reference>/checkpoints/
+    checkpoint:                       # optional: the official checkpoint (found or fetched by nas.zoo.weights)
+      file: rfdn_aim2020_x4.pth       # its file name in SRNAS_WEIGHTS_DIR, <reference>/checkpoints/ or the cache
+      url: https://...                # public source, pinned to a commit; size (bytes) and sha256 are checked
+      size: 1754927
+      sha256: 11af8ec8...
       rename:                         # official key -> our key (nas.models.checkpoint.rename_keys)
         - {pattern: '^B(\\d+)\\.', replace: 'body.{1}.', offset: -1}
     reference:                        # official numbers at 3x256x256 and Set5/Set14 x4 Y-PSNR
@@ -28,7 +31,8 @@ import yaml
 
 from nas.errors import CheckpointError, SpecError
 from nas.models.checkpoint import load_weights, read_state_dict, rename_keys
-from nas.paths import reference_dir
+from nas.zoo import weights
+from nas.zoo.weights import WeightsSource
 
 ZOO_DIR = Path(__file__).resolve().parent
 
@@ -58,14 +62,27 @@ def reference_profile(name: str) -> dict[str, Any]:
     return dict(_entry(name).get("reference", {}))
 
 
+def weights_source(name: str) -> WeightsSource | None:
+    """Where the official checkpoint of a zoo model comes from (file, URL, size, sha256); None when it has none."""
+    return WeightsSource.from_entry(name, _entry(name).get("checkpoint"))
+
+
 def checkpoint_path(name: str) -> Path | None:
-    """The official checkpoint in the reference kit, or None when the model has none or the kit is absent."""
-    ckpt = _entry(name).get("checkpoint")
-    ref = reference_dir()
-    if not ckpt or not ckpt.get("file") or ref is None:
-        return None
-    path = ref / "checkpoints" / ckpt["file"]
-    return path if path.is_file() else None
+    """The verified local official checkpoint (``SRNAS_WEIGHTS_DIR``, the reference kit, the download cache),
+    or None when the model has none or it is not present (``srnas zoo download NAME`` fetches it)."""
+    source = weights_source(name)
+    return weights.find(source) if source else None
+
+
+def official_weights(name: str) -> Path:
+    """The official checkpoint of a zoo model; CheckpointError naming the URL and ``--weights`` when absent."""
+    source = weights_source(name)
+    if source is None:
+        raise CheckpointError(f"zoo model {name!r} has no official checkpoint; pass --weights FILE")
+    path = weights.find(source)
+    if path is None:
+        raise CheckpointError(weights.missing_message(source))
+    return path
 
 
 def import_rules(name: str) -> list[dict[str, Any]]:
@@ -78,9 +95,7 @@ def build_zoo_model(name: str, weights: str | Path | None = None, official: bool
 
     model = build(zoo_spec(name))
     if official:
-        weights = checkpoint_path(name)
-        if weights is None:
-            raise CheckpointError(f"no official checkpoint for {name!r} (reference kit absent or model has none)")
+        weights = official_weights(name)
     if weights is not None:
         import_weights(model, name, weights)
     return model

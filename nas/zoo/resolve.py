@@ -28,16 +28,21 @@ class LoadedModel:
     weights: str | None = None  # the file the weights came from, None for random init
 
 
-def load_model(ref: str | Path, weights: str | Path | None = None) -> LoadedModel:
+def load_model(ref: str | Path, weights: str | Path | None = None, pretrained: bool = False) -> LoadedModel:
     """Resolve ``ref`` and load ``weights`` (or the folder's own weights) strictly.
 
     ``ref`` is a zoo name (``srnas zoo`` lists them), a spec file (.yaml/.yml/.json) or a folder holding
     ``spec.yaml`` and ``weights.safetensors`` (what ``srnas train``/``prune``/``search`` export).
+    ``pretrained``: the caller needs trained weights (sr, eval, prune, export): without ``weights`` a zoo name
+    takes its official checkpoint (``nas.zoo.weights``: local or downloaded, hash-checked) and a bare spec
+    file is an error instead of a randomly initialised model.
     """
     text = str(ref)
     path = Path(text)
     if text in zoo.list_zoo() and not path.exists():
         model = build(zoo.zoo_spec(text))
+        if weights is None and pretrained:
+            weights = zoo.official_weights(text)
         if weights is not None:
             zoo.import_weights(model, text, weights)
         return LoadedModel(model, model.spec, f"zoo:{text}", text, str(weights) if weights else None)
@@ -53,6 +58,8 @@ def load_model(ref: str | Path, weights: str | Path | None = None) -> LoadedMode
         return LoadedModel(model, model.spec, str(path), None, str(weights))
     if path.suffix in SPEC_SUFFIXES:
         model = build(load_spec(path))
+        if weights is None and pretrained:
+            raise CheckpointError(f"{path} is a spec without weights: this command needs trained weights (--weights)")
         if weights is not None:
             _load_plain(model, weights)
         return LoadedModel(model, model.spec, str(path), None, str(weights) if weights else None)

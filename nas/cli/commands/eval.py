@@ -26,7 +26,7 @@ def run(args) -> int:
     from nas.measure.evaluate import evaluate_folder
 
     device = resolve_device(args.device)
-    loaded = load_model(args.model, args.weights)
+    loaded = load_model(args.model, args.weights, pretrained=True)
     scale = loaded.spec["scale"]
     result = evaluate_folder(
         loaded.model, args.hr, args.lr, scale, device=device, ssim=not args.no_ssim, progress=not args.json

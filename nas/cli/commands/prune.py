@@ -100,7 +100,7 @@ def run(args) -> int:
         report=not args.no_report,
         benchmarks=bench,
     )
-    loaded = load_model(args.model, args.weights)
+    loaded = load_model(args.model, args.weights, pretrained=True)
     if loaded.weights is None:
         raise CheckpointError(f"pruning needs trained weights: pass --weights for {args.model}")
     scale = loaded.spec["scale"]

@@ -26,7 +26,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     files = list_images(args.input)
     images = [read_image(f) for f in files]  # read everything first: a bad file writes nothing
-    loaded = load_model(args.model, args.weights)
+    loaded = load_model(args.model, args.weights, pretrained=True)
     model = loaded.model.to(device)
     out_dir = Path(args.output)
     for path, lr in tqdm(list(zip(files, images, strict=True)), desc="sr", unit="img"):
