@@ -36,7 +36,7 @@ BUSY_LOAD = 0.5  # 1-min load per CPU above which the Markdown warns that CPU ti
 
 def bench_dir() -> Path:
     """``<results>/bench``: where every benchmark writes."""
-    return results_dir() / BENCH_DIR
+    return results_dir(default=REPO_ROOT / "results") / BENCH_DIR
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -52,7 +52,7 @@ from nas.errors import SrnasError
 from nas.io import atomic_write
 from nas.measure.profiler import count_complexity
 from nas.models.network import build
-from nas.paths import results_dir
+from nas.paths import REPO_ROOT, results_dir
 from nas.search.run import SUPERNET_WEIGHTS, train_supernet
 from nas.search.space import SearchSpace, load_space, parse_space
 from nas.train import TrainConfig, evaluate, train
@@ -90,7 +90,7 @@ def train_options(space: SearchSpace, args: argparse.Namespace, steps: int | Non
 
 def open_run(ref: str) -> tuple[SearchSpace, Path]:
     """The space and supernet weights of a search run (a folder, or a name under the results folder)."""
-    run = Path(ref) if Path(ref).is_dir() else results_dir() / ref
+    run = Path(ref) if Path(ref).is_dir() else results_dir(default=REPO_ROOT / "results") / ref
     config, weights = run / "config.yaml", run / SUPERNET_WEIGHTS
     if not config.is_file():
         raise SrnasError(f"{run} is not a search run: {config} not found")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from bench_common import environment, make_parser, markdown_table, print_table, write_results
 
-from nas.paths import results_dir
+from nas.paths import REPO_ROOT, results_dir
 from nas.results.pareto import hypervolume, non_dominated, reference_point
 from nas.search.run import SUPERNET_WEIGHTS, SearchOptions, run_search
 from nas.search.space import load_space
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space(args.space)
     if args.steps:
         space.train["steps"] = args.steps
-    root = results_dir() / "bench" / "search"
+    root = results_dir(default=REPO_ROOT / "results") / "bench" / "search"
     opts = dict(space.search, device=args.device)
     if args.trials:
         opts["trials"] = args.trials

@@ -19,7 +19,7 @@ from nas import zoo
 from nas.io import atomic_write
 from nas.measure.evaluate import evaluate_folder
 from nas.measure.profiler import profile_model
-from nas.paths import reference_dir, results_dir
+from nas.paths import REPO_ROOT, reference_dir, results_dir
 from nas.results.runs import REFERENCE_COLUMNS
 
 COUNTS = ("params", "flops", "flops_fvcore", "activations", "num_conv")
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     df = pd.DataFrame(rows)
     df = df[REFERENCE_COLUMNS + [c for c in df.columns if c not in REFERENCE_COLUMNS]]
-    out = results_dir() / "reference"
+    out = results_dir(default=REPO_ROOT / "results") / "reference"
     atomic_write(out / "zoo.csv", df.to_csv(index=False))
     cpu = platform.processor() or platform.machine()
     header = (

@@ -13,6 +13,7 @@ from nas.errors import CheckpointError, SpecError
 from nas.models.checkpoint import load_weights, read_state_dict, save_weights
 from nas.models.network import build
 from nas.models.spec import load_spec, save_spec
+from nas.paths import results_dir
 
 SPEC_FILE = "spec.yaml"
 WEIGHTS_FILE = "weights.safetensors"
@@ -39,6 +40,8 @@ def load_model(ref: str | Path, weights: str | Path | None = None, pretrained: b
     """
     text = str(ref)
     path = Path(text)
+    if not path.exists() and text not in zoo.list_zoo() and (results_dir() / text).is_dir():
+        path = results_dir() / text  # RUN/models/ID, as `srnas show` names it
     if text in zoo.list_zoo() and not path.exists():
         model = build(zoo.zoo_spec(text))
         if weights is None and pretrained:

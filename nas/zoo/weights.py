@@ -35,7 +35,7 @@ from typing import Any
 
 from nas.errors import CheckpointError, SpecError
 from nas.io import atomic_path
-from nas.paths import reference_dir
+from nas.paths import home_dir, reference_dir
 
 CHUNK = 1 << 16
 TIMEOUT_S = 30.0
@@ -67,12 +67,6 @@ class WeightsSource:
     def download_url(self) -> str | None:
         mirror = os.environ.get("SRNAS_WEIGHTS_MIRROR")
         return f"{mirror.rstrip('/')}/{self.file}" if mirror else self.url
-
-
-def home_dir() -> Path:
-    """``$SRNAS_HOME`` or ``~/.cache/srnas``: srnas's per-user cache (never the install tree)."""
-    env = os.environ.get("SRNAS_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "srnas"
 
 
 def cache_dir() -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nas.cli.commands._common import print_json
 from nas.errors import SrnasError
-from nas.paths import REPO_ROOT, results_dir
+from nas.paths import builtin_spaces, results_dir
 
 DEFAULT_SPACE = "quick"
 
@@ -51,10 +51,10 @@ def find_space(ref: str) -> Path:
     path = Path(ref)
     if path.is_file():
         return path
-    named = REPO_ROOT / "search_spaces" / f"{ref}.yaml"
-    if named.is_file():
-        return named
-    known = ", ".join(sorted(p.stem for p in (REPO_ROOT / "search_spaces").glob("*.yaml")))
+    builtin = builtin_spaces()
+    if ref in builtin:
+        return builtin[ref]
+    known = ", ".join(sorted(builtin))
     raise SrnasError(f"search space {ref!r} not found (a YAML path, or one of: {known})")
 
 
