@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -16,14 +17,10 @@ import ray
 
 from nas.results.runs import TRIAL_COLUMNS
 from nas.search.evaluator import _key  # to poison one cached PSNR
-from nas.search.run import (
-    STUDY_NAME,
-    SearchOptions,
-    run_search,
-    storage_for,
-    train_supernet,
-)
+from nas.search.options import SearchOptions
+from nas.search.run import run_search, train_supernet
 from nas.search.space import parse_space
+from nas.search.study import STUDY_NAME, storage_for
 
 SPACE = {
     "name": "raytiny",
@@ -73,6 +70,7 @@ def first_run(local_ray, tmp_path_factory) -> tuple[Path, object]:
     run_dir = tmp_path_factory.mktemp("results") / "raytiny"
     run_dir.mkdir()
     weights = train_supernet(space, run_dir, space.train, "cpu")
+    assert weights.is_file()
     poisoned = space.to_spec(space.references["broken"])
     stat = weights.stat()
     cache = run_dir / "cache"
@@ -148,8 +146,14 @@ def test_running_again_continues_the_study(first_run, tmp_path):
 
 def test_the_local_backend_continues_a_ray_study(first_run, tmp_path):
     run_dir = _copy_run(first_run[0], tmp_path)
-    n = len(_trials(run_dir))
+    before = _trials(run_dir)
     result = run_search(parse_space(SPACE), run_dir, replace(OPTS, trials=5, backend="optuna"))
     after = _trials(run_dir)
-    assert result.complete == 5 and len(after) >= n + 1
-    assert math.isfinite(after.iloc[-1]["psnr"]) or after.iloc[-1]["state"] == "FAIL"
+    assert result.complete == 5 and len(after) >= len(before) + 1
+    new = after[~after["trial"].isin(before["trial"])]
+    assert (new["state"] == "COMPLETE").sum() == 1  # exactly the one more trial asked for
+    complete = after[after["state"] == "COMPLETE"]
+    assert complete["psnr"].map(math.isfinite).all() and (complete["psnr"] > 5).all()
+    trials = {t.number: t for t in _study(run_dir).get_trials()}
+    for number in new["trial"]:  # measured in this process (local backend), not by a Ray worker
+        assert "worker" not in trials[number].user_attrs and trials[number].user_attrs["pid"] == os.getpid()

@@ -25,6 +25,13 @@ from nas.errors import SrnasError
 
 DIRECTIONS = ("max", "min")
 COMPLETE = "COMPLETE"
+MAXIMISED = frozenset({"psnr", "ssim", "set5_psnr_y", "set14_psnr_y"})
+
+
+def direction(column: str) -> str:
+    """The one encoding of an objective's direction: ``max`` for quality columns (PSNR, SSIM), ``min`` for
+    every cost column (runtime, activations, FLOPs, params)."""
+    return "max" if column in MAXIMISED else "min"
 
 
 def _signs(directions: Sequence[str]) -> np.ndarray:

@@ -41,7 +41,7 @@ import yaml
 
 from nas.errors import SrnasError
 from nas.io import atomic_write
-from nas.results.pareto import COMPLETE, non_dominated
+from nas.results.pareto import COMPLETE, direction, non_dominated
 
 TRIAL_COLUMNS = [
     "trial",
@@ -79,12 +79,6 @@ REFERENCE_COLUMNS = [
 ]
 RESERVED = {"reference", "compare"}  # folders under results/ that are not runs
 STATES = ("complete", "running", "failed")
-MAXIMISED = {"psnr", "ssim", "set5_psnr_y", "set14_psnr_y"}
-
-
-def direction(column: str) -> str:
-    """``max`` for quality columns (PSNR, SSIM), ``min`` for every cost column."""
-    return "max" if column in MAXIMISED else "min"
 
 
 @dataclass
