@@ -226,3 +226,19 @@ def test_kill_9_then_resume_loses_only_trials_in_flight(tmp_path, tiny_space_dat
     assert not (trials.state == "RUNNING").any()
     status = json.loads((trials_csv.parent / "status.json").read_text())
     assert status["state"] == "complete"
+
+
+def test_a_run_folder_of_the_previous_format_continues(tmp_path, tiny_space, tiny_space_data, tiny_options):
+    """config.yaml written before the options were typed (raw train/search sections) still matches."""
+    from nas.search.run import check_restart
+
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    old_space = {**tiny_space.to_dict(), "train": tiny_space_data["train"], "search": tiny_space_data["search"]}
+    config = {"space_file": "<dict>", "space": old_space, "search": tiny_options.to_dict()}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    check_restart(tiny_space, run_dir, tiny_options.with_overrides(trials=9, device="auto"))  # resumable changes
+    with pytest.raises(SrnasError, match="different search space"):
+        check_restart(tiny_space.with_training(steps=7), run_dir, tiny_options)
+    with pytest.raises(SrnasError, match="different search space"):
+        check_restart(tiny_space, run_dir, tiny_options.with_overrides(population=10))
