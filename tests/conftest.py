@@ -86,3 +86,9 @@ def results_env(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "results"
     monkeypatch.setenv("SRNAS_RESULTS_DIR", str(root))
     return root
+
+
+@pytest.fixture
+def small_space_data(tiny_space_data) -> dict:
+    """The tiny space cut to 8 architectures (one layer), so a search of 8 trials must meet repeats."""
+    return {**tiny_space_data, "name": "small", "depths": [1], "references": {}}

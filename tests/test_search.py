@@ -242,3 +242,32 @@ def test_a_run_folder_of_the_previous_format_continues(tmp_path, tiny_space, tin
         check_restart(tiny_space.with_training(steps=7), run_dir, tiny_options)
     with pytest.raises(SrnasError, match="different search space"):
         check_restart(tiny_space, run_dir, tiny_options.with_overrides(population=10))
+
+
+def _distinct(trials: pd.DataFrame) -> None:
+    """COMPLETE trials measure distinct architectures (specs compared as JSON)."""
+    done = trials[trials.state == "COMPLETE"]
+    assert done.spec.map(lambda s: json.dumps(json.loads(s), sort_keys=True)).is_unique
+
+
+def test_trials_measure_distinct_architectures_and_repeats_are_not_spent(tmp_path, small_space_data, tiny_options):
+    space = parse_space(small_space_data)
+    assert space.size() == 8
+    run_dir = tmp_path / "small"
+    opts = tiny_options.with_overrides(trials=8, sampler="random")
+    result = run_search(space, run_dir, opts)
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert result.complete == 8 and (trials.state == "COMPLETE").sum() == 8  # the whole space, each once
+    _distinct(trials)
+    study = {t.number: t for t in open_study(run_dir, opts).trials}
+    repeats = [t for t in study.values() if t.state.name == "PRUNED"]
+    assert repeats, "8 random draws from 8 architectures repeat some (seeded)"
+    for t in repeats:  # each repeat names the measured trial of its architecture, and was not measured
+        first = study[t.user_attrs["duplicate_of"]]
+        assert first.state.name == "COMPLETE" and trial_choice(first) == trial_choice(t)
+        assert "psnr" not in t.user_attrs
+    assert len(pd.read_csv(run_dir / "pareto.csv").spec.unique()) == len(pd.read_csv(run_dir / "pareto.csv"))
+    # asking for more than the space holds: the search stops once proposals only repeat, nothing re-measured
+    result = run_search(space, run_dir, opts.with_overrides(trials=9))
+    assert result.complete == 8
+    _distinct(pd.read_csv(run_dir / "trials.csv"))

@@ -157,3 +157,33 @@ def test_the_local_backend_continues_a_ray_study(first_run, tmp_path):
     trials = {t.number: t for t in _study(run_dir).get_trials()}
     for number in new["trial"]:  # measured in this process (local backend), not by a Ray worker
         assert "worker" not in trials[number].user_attrs and trials[number].user_attrs["pid"] == os.getpid()
+
+
+def _choices(run_dir: Path) -> list[tuple[str, str]]:
+    """(state, choice) of every trial, in order."""
+    return [(t.state.name, t.user_attrs.get("choice")) for t in _study(run_dir).get_trials()]
+
+
+def test_ray_trials_are_distinct_and_equal_a_local_search_of_the_same_seed(local_ray, tmp_path, small_space_data):
+    """One worker: the same proposals, repeats and measurements as the local backend; two workers: still
+    only distinct architectures (repeats are redrawn in the driver, in-flight ones included)."""
+    space = parse_space(small_space_data)
+    base = replace(OPTS, trials=6, sampler="random", seed=3, val_max_size=48, runtime_size=[3, 24, 24])
+    local_dir, ray_dir, ray2_dir = (tmp_path / name for name in ("local", "ray1", "ray2"))
+    local_dir.mkdir()
+    weights = train_supernet(space, local_dir, space.train, "cpu")
+    for folder in (ray_dir, ray2_dir):
+        folder.mkdir()
+        shutil.copy2(weights, folder / weights.name)
+    run_search(space, local_dir, replace(base, backend="optuna"))
+    run_search(space, ray_dir, replace(base, workers=1))
+    assert _choices(ray_dir) == _choices(local_dir)
+    assert any(state == "PRUNED" for state, _ in _choices(ray_dir))  # seeded: 6 of 8 architectures repeat some
+    local, ray1 = (t[t["state"] == "COMPLETE"] for t in (_trials(local_dir), _trials(ray_dir)))
+    assert ray1["trial"].tolist() == local["trial"].tolist()
+    assert ray1["psnr"].tolist() == pytest.approx(local["psnr"].tolist())
+    assert ray1["activations"].tolist() == local["activations"].tolist()
+    result = run_search(space, ray2_dir, replace(base, trials=8, workers=2))
+    df = _trials(ray2_dir)
+    done = df[df["state"] == "COMPLETE"]
+    assert result.complete == 8 and done["spec"].is_unique  # the whole space, each architecture once

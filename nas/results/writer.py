@@ -17,11 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from nas.io import atomic_json, atomic_write
-from nas.results.pareto import non_dominated
+from nas.results.pareto import first_of_each_spec, non_dominated
 from nas.results.runs import TRIAL_COLUMNS, update_index
 
 
@@ -31,8 +32,11 @@ def now() -> str:
 
 
 def pareto_rows(df: pd.DataFrame, directions: Mapping[str, str], min_psnr: float | None = None) -> pd.DataFrame:
-    """The non-dominated COMPLETE rows of ``df`` for ``directions`` (column -> max|min), PSNR-constrained."""
-    mask = non_dominated(df, directions)
+    """The non-dominated COMPLETE rows of ``df`` for ``directions`` (column -> max|min), PSNR-constrained;
+    an architecture measured twice is one row (its first trial)."""
+    distinct = first_of_each_spec(df)
+    mask = np.zeros(len(df), dtype=bool)
+    mask[distinct] = non_dominated(df[distinct], directions)
     if min_psnr is not None:
         mask &= (pd.to_numeric(df["psnr"], errors="coerce") >= min_psnr).to_numpy()
     return df[mask]

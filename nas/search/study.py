@@ -4,7 +4,10 @@ of a choice, the measurements a trial stores, and the trials table.
 Journal file storage is the default: an append-only log that survives ``kill -9`` (at worst the last,
 partial record is ignored) and that several local processes share through a file lock; for many machines
 pass ``--storage postgresql://...``. Trials left RUNNING by a dead process are marked FAIL on the next
-start and their architecture is re-queued (``recover_stale``).
+start and their architecture is re-queued (``recover_stale``). A proposal that repeats an architecture the
+study has measured or is measuring is not spent as a trial: it ends PRUNED with ``duplicate_of``
+(``duplicate_of``/``mark_duplicate``; Optuna's documented way to skip repeated parameters), so ``--trials N``
+measures N distinct architectures on both backends.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from optuna.trial import TrialState
 from nas.results.runs import TRIAL_COLUMNS, pid_alive
 from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace
+from nas.search.supernet import choice_key
 
 STUDY_NAME = "srnas"
+MAX_DUPLICATES = 200  # proposals in a row that repeat measured architectures before a backend gives up
 OPTUNA_DIRECTION = {"max": "maximize", "min": "minimize"}
 INTEGER_COLUMNS = ("activations", "params", "flops", "flops_fvcore", "num_conv")
 
@@ -111,6 +116,21 @@ def choice_params(choice: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
 def trial_choice(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """The choice a trial evaluated, as it stored it (``choice`` user attribute)."""
     return json.loads(trial.user_attrs["choice"])
+
+
+def duplicate_of(study: optuna.Study, number: int, choice: dict[str, Any]) -> int | None:
+    """The first other trial that measured (COMPLETE) or is measuring (RUNNING) the same architecture as
+    trial ``number`` (compared by choice: inactive layers do not count), else None."""
+    key = choice_key(choice)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if t.number != number and "choice" in t.user_attrs and choice_key(trial_choice(t)) == key:
+            return t.number
+    return None
+
+
+def mark_duplicate(trial: optuna.Trial, of: int) -> None:
+    """Record that ``trial`` repeats trial ``of``; the caller then ends it PRUNED (not spent as a trial)."""
+    trial.set_user_attr("duplicate_of", of)
 
 
 def enqueue_references(study: optuna.Study, space: SearchSpace) -> None:

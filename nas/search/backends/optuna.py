@@ -14,14 +14,23 @@ from nas.results.writer import RunWriter
 from nas.search.evaluator import EvalSetup
 from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace
-from nas.search.study import complete_count, record, suggest_choice, trials_table
+from nas.search.study import (
+    MAX_DUPLICATES,
+    complete_count,
+    duplicate_of,
+    mark_duplicate,
+    record,
+    suggest_choice,
+    trials_table,
+)
 
 
 def run_trials(
     study: optuna.Study, space: SearchSpace, opts: SearchOptions, setup: EvalSetup, writer: RunWriter
 ) -> dict[str, float]:
     """Run trials here until ``opts.trials`` are COMPLETE; failures are recorded (``error``) and do not count,
-    at most ``opts.trials`` of them. Returns no extra timings."""
+    at most ``opts.trials`` of them; a proposal repeating an architecture of the study ends PRUNED, unmeasured
+    (at most ``MAX_DUPLICATES`` in a row: the space is then about exhausted). Returns no extra timings."""
     from tqdm import tqdm
 
     done = complete_count(study)
@@ -35,6 +44,10 @@ def run_trials(
         trial.set_user_attr("pid", pid)
         choice = suggest_choice(trial, space)
         trial.set_user_attr("choice", json.dumps(choice))
+        repeated = duplicate_of(trial.study, trial.number, choice)
+        if repeated is not None:
+            mark_duplicate(trial, repeated)
+            raise optuna.TrialPruned(f"repeats trial {repeated}")
         try:
             metrics = evaluator.evaluate(choice)
         except Exception as exc:  # recorded with its reason; the search goes on
@@ -44,9 +57,13 @@ def run_trials(
         return tuple(float(metrics[o]) for o in opts.objectives)
 
     bar = tqdm(total=opts.trials, initial=done, desc="search", unit="trial")
+    ended = {"failed": 0, "duplicates": 0}  # this session's failures; duplicates in a row
 
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        writer.tables(trials_table(study))
+        ended["failed"] += trial.state == TrialState.FAIL
+        ended["duplicates"] = ended["duplicates"] + 1 if trial.state == TrialState.PRUNED else 0
+        if ended["duplicates"] == 0:
+            writer.tables(trials_table(study))
         if trial.state == TrialState.COMPLETE:
             bar.update(1)
             bar.set_postfix(
@@ -54,13 +71,19 @@ def run_trials(
                 ms=f"{trial.user_attrs.get('runtime_ms', math.nan):.1f}",
                 refresh=False,
             )
-        if complete_count(study) >= opts.trials:
+        if ended["duplicates"] >= MAX_DUPLICATES:
+            print(f"search: the last {MAX_DUPLICATES} proposals all repeated measured architectures; stopping")
+        if (
+            complete_count(study) >= opts.trials
+            or ended["failed"] >= opts.trials
+            or ended["duplicates"] >= MAX_DUPLICATES
+        ):
             study.stop()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        # Failures do not count towards --trials; at most as many extra attempts as trials.
-        study.optimize(objective, n_trials=opts.trials - done + opts.trials, callbacks=[after], catch=(Exception,))
+        study.optimize(objective, callbacks=[after], catch=(Exception,))
     finally:
         bar.close()
+    writer.tables(trials_table(study))
     return {}

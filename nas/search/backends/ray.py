@@ -3,7 +3,9 @@
 The driver (the ``srnas search`` process) runs Ray Tune with ``OptunaSearch`` over the *same* Optuna study
 as the local backend (``<run>/study.journal`` or ``--storage``), with the same sampler and the same
 parameter names (``nas.search.study.suggest_choice``): enqueued references and re-queued trials are asked first,
-and the driver tells the study each trial's objective values. Every Ray worker process builds one
+and the driver tells the study each trial's objective values. A proposal that repeats an architecture of the
+study is redrawn in the driver (``DistinctOptunaSearch``), so Ray only runs new architectures. Every Ray worker
+process builds one
 ``Evaluator`` from the run's ``EvalSetup`` and writes the trial's measurements straight into the storage (the
 user attributes ``nas.search.study.record`` writes), so ``trials.csv``/``pareto.csv`` do not depend on the backend.
 
@@ -35,6 +37,7 @@ import optuna
 import ray
 from optuna.trial import TrialState
 from ray import tune
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from nas.errors import SrnasError
@@ -43,9 +46,12 @@ from nas.search.evaluator import EvalSetup, Evaluator
 from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace
 from nas.search.study import (
+    MAX_DUPLICATES,
     STUDY_NAME,
     complete_count,
+    duplicate_of,
     make_sampler,
+    mark_duplicate,
     open_storage,
     record,
     suggest_choice,
@@ -83,6 +89,28 @@ class SuggestTrial:
         choice = suggest_choice(trial, self.space)
         trial.set_user_attr("choice", json.dumps(choice))
         return {TRIAL_ID: trial._trial_id, TRIAL_NUMBER: trial.number, "choice": choice}
+
+
+class DistinctOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that redraws a proposal repeating an architecture of the study (measured, or in flight
+    on another worker): the repeat ends PRUNED in the study (``duplicate_of``) and never reaches Ray, so every
+    Ray trial measures a new architecture. After ``MAX_DUPLICATES`` repeats in a row it reports the search
+    finished (``exhausted``)."""
+
+    exhausted = False
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        for _ in range(MAX_DUPLICATES):
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials[trial_id]
+            repeated = duplicate_of(self._ot_study, ot_trial.number, config["choice"])
+            if repeated is None:
+                return config
+            mark_duplicate(ot_trial, repeated)
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            del self._ot_trials[trial_id]
+        self.exhausted = True
+        return Searcher.FINISHED
 
 
 # --------------------------------------------------------------------------- worker side
@@ -277,7 +305,7 @@ def run_trials(
         budget = remaining + opts.trials  # failures do not count: at most --trials extra attempts
         while remaining > 0 and budget > 0:
             samples = min(remaining, budget)
-            searcher = OptunaSearch(
+            searcher = DistinctOptunaSearch(
                 space=SuggestTrial(space),
                 metric=list(opts.objectives),
                 mode=list(opts.directions.values()),
@@ -287,6 +315,9 @@ def run_trials(
             )
             before = progress.finished
             _tuner(trainable, searcher, samples, opts, writer, progress).fit()
+            if searcher.exhausted:
+                print(f"search: {MAX_DUPLICATES} proposals in a row repeated measured architectures; stopping")
+                break
             if progress.finished - before < samples:  # Ray Tune stops gracefully on Ctrl-C
                 raise KeyboardInterrupt("Ray Tune stopped before its trials finished")
             budget -= samples
