@@ -23,7 +23,6 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +52,10 @@ from nas.io import atomic_write
 from nas.measure.profiler import count_complexity
 from nas.models.network import build
 from nas.paths import REPO_ROOT, results_dir
+from nas.search.options import SupernetTraining
 from nas.search.run import SUPERNET_WEIGHTS, train_supernet
 from nas.search.space import SearchSpace, load_space, parse_space
-from nas.train import TrainConfig, evaluate, train
+from nas.train import evaluate, train
 
 NAME = "ranking"
 # ~0.3 s per step (batch 16, LR patch 24) on a free 2-core CPU: 8 x 800 steps ~ 32 min, + ~8 min for quick's
@@ -75,17 +75,11 @@ def ranking_dir() -> Path:
     return bench_dir() / NAME
 
 
-def train_options(space: SearchSpace, args: argparse.Namespace, steps: int | None) -> dict[str, Any]:
+def train_options(space: SearchSpace, args: argparse.Namespace, steps: int | None) -> SupernetTraining:
     """The space's ``train:`` options with this run's overrides (``data`` and ``sampling`` kept)."""
-    opts = dict(space.train)
-    opts.setdefault("data", "embedded")
-    for key, value in (("steps", steps), ("batch_size", args.batch_size), ("patch_size", args.patch_size)):
-        if value is not None:
-            opts[key] = value
-    if args.data is not None:
-        opts["data"] = args.data
-    opts["seed"] = args.seed
-    return opts
+    return space.with_training(
+        steps=steps, batch_size=args.batch_size, patch_size=args.patch_size, data=args.data, seed=args.seed
+    ).train
 
 
 def open_run(ref: str) -> tuple[SearchSpace, Path]:
@@ -112,12 +106,12 @@ def stratified(space: SearchSpace, n: int, pool: int, seed: int) -> list[dict[st
 
 
 def train_standalone(
-    choice: dict[str, Any], space: SearchSpace, opts: dict[str, Any], evaluator, device: str
+    choice: dict[str, Any], space: SearchSpace, opts: SupernetTraining, evaluator, device: str
 ) -> tuple[str, float, float]:
     """Train one subnet from scratch (resuming its folder); returns (id, validation Y-PSNR, seconds)."""
-    cfg = TrainConfig(**{k: v for k, v in opts.items() if k not in ("data", "sampling")}, device=device)
+    cfg = opts.loop_config(device)
     identity = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_ID}
-    run_id = short_hash({"choice": choice, "train": identity, "data": str(opts["data"])})
+    run_id = short_hash({"choice": choice, "train": identity, "data": opts.data})
     folder = ranking_dir() / run_id
     folder.mkdir(parents=True, exist_ok=True)
     spec = space.to_spec(choice)
@@ -131,7 +125,7 @@ def train_standalone(
     return run_id, float(psnr), result.seconds
 
 
-def main(argv: list[str] | None = None) -> int:
+def arg_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("--run", help="reuse this search run's supernet and space (folder or name under results/)")
     parser.add_argument("--space", default="quick", help="search space to train here when --run is absent")
@@ -147,38 +141,99 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--seed", type=int, default=0, help="architecture sampling, initialisation and patches")
     parser.add_argument("--permutations", type=int, default=10000, help="for the p-value of Kendall tau")
+    return parser
+
+
+def supernet_and_space(args: argparse.Namespace, device: str) -> tuple[SearchSpace, Path, str]:
+    """The space and supernet weights of ``--run``, or a supernet trained here; plus where it came from."""
+    if args.run:
+        space, weights = open_run(args.run)
+        return space, weights, str(weights)
+    space = load_space(find_space(args.space))
+    sn_opts = train_options(space, args, args.supernet_steps)
+    space_data = {k: v for k, v in space.to_dict().items() if k not in ("train", "search")}
+    folder = ranking_dir() / f"supernet-{space.name}-{short_hash([sn_opts.to_dict(), space_data])}"
+    t0 = time.perf_counter()
+    torch.manual_seed(args.seed)  # the supernet's initialisation (train_supernet builds it)
+    weights = train_supernet(space, folder, sn_opts, device)
+    return space, weights, f"trained here: {weights} ({sn_opts.steps} steps; {time.perf_counter() - t0:.0f} s)"
+
+
+def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Rank both PSNRs (in place, on ``rows``) and compare them: Kendall tau (+ p-value), Spearman, proxies."""
+    inherited = [r["psnr_inherited"] for r in rows]
+    alone = [r["psnr_standalone"] for r in rows]
+    for r, a, b in zip(rows, ranks([-v for v in inherited]), ranks([-v for v in alone]), strict=True):
+        r["rank_inherited"], r["rank_standalone"] = (int(v) if float(v).is_integer() else float(v) for v in (a, b))
+    summary: dict[str, Any] = {
+        "subnets": len(rows),
+        "kendall_tau": kendall_tau(inherited, alone),
+        "kendall_p_value": permutation_pvalue(inherited, alone, permutations=args.permutations, seed=args.seed),
+        "spearman": spearman(inherited, alone),
+        "standalone_steps": args.steps,
+    }
+    for proxy in PROXIES:
+        summary[f"kendall_{proxy}_vs_standalone"] = kendall_tau([r[proxy] for r in rows], alone)
+    return summary
+
+
+def report_body(rows: list[dict[str, Any]], summary: dict[str, Any], args, opts, runtime_side: int) -> str:
+    """The markdown of the benchmark: protocol, summary, subnets."""
+    supernet_source, device = summary["supernet"], summary["device"]
+    cols = ["id", "genotype", "params", "activations", "runtime_ms", "psnr_inherited", "psnr_standalone"]
+    cols += ["rank_inherited", "rank_standalone"]
+    proxy_rows = [
+        {"ranker": "inherited-weight PSNR (supernet)", "kendall_tau": summary["kendall_tau"]},
+        *({"ranker": p, "kendall_tau": summary[f"kendall_{p}_vs_standalone"]} for p in PROXIES),
+    ]
+    return (
+        "## Protocol\n\n"
+        f"- Supernet: {supernet_source}; space `{summary['space']}`.\n"
+        f"- {len(rows)} subnets picked from {args.pool} distinct random choices (seed {args.seed}) at evenly "
+        "spaced quantiles of activations.\n"
+        "- Inherited: `nas.search.evaluator.Evaluator` (what the search ranks by): supernet weights, BatchNorm "
+        "recalibrated, Y-PSNR (float BT.601, 4-px border) on the validation set.\n"
+        f"- Stand-alone: trained from scratch with `nas.train.train`, {args.steps} steps, batch "
+        f"{opts.batch_size}, LR patch {opts.patch_size}, lr {opts.lr}, "
+        f"seed {args.seed}, then the same Y-PSNR on the same images; runs in `results/bench/ranking/<id>/`.\n"
+        f"- Validation: {summary['validation']}. Runtime column: median at 1x3x{runtime_side}x{runtime_side} "
+        f"on {device}.\n"
+        "- Short stand-alone budgets rank early learners, not converged quality; compare tau at one budget.\n\n"
+        "## Summary\n\n"
+        f"- **Kendall tau = {summary['kendall_tau']:.3f}** (one-sided permutation p = "
+        f"{summary['kendall_p_value']:.3g}, {args.permutations} permutations), Spearman = "
+        f"{summary['spearman']:.3f}, n = {len(rows)}\n\n"
+        "How well each ranker orders the stand-alone PSNR (Kendall tau; counts: larger model ranked higher):\n\n"
+        + markdown_table(proxy_rows, floatfmt=".3f")
+        + "\n\n## Subnets\n\n"
+        + markdown_table(rows, cols, floatfmt=".3f")
+        + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arg_parser()
     args = parser.parse_args(argv)
     if args.subnets < 3 or args.pool < args.subnets or args.steps < 1:
         parser.error("need --subnets >= 3, --pool >= --subnets and --steps >= 1")
     try:
         device = str(resolve_device(args.device))
-        if args.run:
-            space, weights = open_run(args.run)
-            supernet_source = str(weights)
-        else:
-            space = load_space(find_space(args.space))
-            sn_opts = train_options(space, args, args.supernet_steps)
-            space_data = {k: v for k, v in asdict(space).items() if k != "source"}
-            folder = ranking_dir() / f"supernet-{space.name}-{short_hash([sn_opts, space_data])}"
-            t0 = time.perf_counter()
-            torch.manual_seed(args.seed)  # the supernet's initialisation (train_supernet builds it)
-            weights = train_supernet(space, folder, sn_opts, device)
-            supernet_source = f"trained here: {weights} ({sn_opts['steps']} steps; {time.perf_counter() - t0:.0f} s)"
+        space, weights, supernet_source = supernet_and_space(args, device)
         if args.pool > space.size():
             parser.error(f"--pool {args.pool} exceeds the {space.size()} architectures of {space.name}")
         from nas.search.evaluator import Evaluator
 
-        runtime_side = args.runtime_size or space.search.get("runtime_size", [3, 128, 128])[-1]
-        val_max_size = args.val_max_size or space.search.get("val_max_size", 192)
+        runtime_side = args.runtime_size or space.search.runtime_size[-1]
+        val_max_size = args.val_max_size or space.search.val_max_size
         opts = train_options(space, args, args.steps)
         evaluator = Evaluator(
             space,
             weights,
             ranking_dir() / "cache",
-            data=str(opts["data"]),
+            data=opts.data,
             device=device,
             runtime_size=(3, runtime_side, runtime_side),
-            runtime_repeats=int(space.search.get("runtime_repeats", 7)),
+            runtime_repeats=space.search.runtime_repeats,
             val_max_size=val_max_size,
             seed=args.seed,
         )
@@ -206,53 +261,14 @@ def main(argv: list[str] | None = None) -> int:
                 "choice": choice,
             }
         )
-    inherited = [r["psnr_inherited"] for r in rows]
-    alone = [r["psnr_standalone"] for r in rows]
-    for r, a, b in zip(rows, ranks([-v for v in inherited]), ranks([-v for v in alone]), strict=True):
-        r["rank_inherited"], r["rank_standalone"] = (int(v) if float(v).is_integer() else float(v) for v in (a, b))
-    summary: dict[str, Any] = {
-        "subnets": len(rows),
-        "kendall_tau": kendall_tau(inherited, alone),
-        "kendall_p_value": permutation_pvalue(inherited, alone, permutations=args.permutations, seed=args.seed),
-        "spearman": spearman(inherited, alone),
-        "standalone_steps": args.steps,
-        "supernet": supernet_source,
-        "space": space.source,
-        "device": device,
-        "validation": f"{opts['data']} val split, centre crops of at most {val_max_size} HR pixels",
-    }
-    for proxy in PROXIES:
-        summary[f"kendall_{proxy}_vs_standalone"] = kendall_tau([r[proxy] for r in rows], alone)
-
-    cols = ["id", "genotype", "params", "activations", "runtime_ms", "psnr_inherited", "psnr_standalone"]
-    cols += ["rank_inherited", "rank_standalone"]
-    proxy_rows = [
-        {"ranker": "inherited-weight PSNR (supernet)", "kendall_tau": summary["kendall_tau"]},
-        *({"ranker": p, "kendall_tau": summary[f"kendall_{p}_vs_standalone"]} for p in PROXIES),
-    ]
-    body = (
-        "## Protocol\n\n"
-        f"- Supernet: {supernet_source}; space `{space.source}`.\n"
-        f"- {len(rows)} subnets picked from {args.pool} distinct random choices (seed {args.seed}) at evenly "
-        "spaced quantiles of activations.\n"
-        "- Inherited: `nas.search.evaluator.Evaluator` (what the search ranks by): supernet weights, BatchNorm "
-        "recalibrated, Y-PSNR (float BT.601, 4-px border) on the validation set.\n"
-        f"- Stand-alone: trained from scratch with `nas.train.train`, {args.steps} steps, batch "
-        f"{opts.get('batch_size', 16)}, LR patch {opts.get('patch_size', 48)}, lr {opts.get('lr', 5e-4)}, "
-        f"seed {args.seed}, then the same Y-PSNR on the same images; runs in `results/bench/ranking/<id>/`.\n"
-        f"- Validation: {summary['validation']}. Runtime column: median at 1x3x{runtime_side}x{runtime_side} "
-        f"on {device}.\n"
-        "- Short stand-alone budgets rank early learners, not converged quality; compare tau at one budget.\n\n"
-        "## Summary\n\n"
-        f"- **Kendall tau = {summary['kendall_tau']:.3f}** (one-sided permutation p = "
-        f"{summary['kendall_p_value']:.3g}, {args.permutations} permutations), Spearman = "
-        f"{summary['spearman']:.3f}, n = {len(rows)}\n\n"
-        "How well each ranker orders the stand-alone PSNR (Kendall tau; counts: larger model ranked higher):\n\n"
-        + markdown_table(proxy_rows, floatfmt=".3f")
-        + "\n\n## Subnets\n\n"
-        + markdown_table(rows, cols, floatfmt=".3f")
-        + "\n"
+    summary = summarise(rows, args)
+    summary.update(
+        supernet=supernet_source,
+        space=space.source,
+        device=device,
+        validation=f"{opts.data} val split, centre crops of at most {val_max_size} HR pixels",
     )
+    body = report_body(rows, summary, args, opts, runtime_side)
     write_results(
         NAME,
         title="Supernet ranking quality (inherited vs stand-alone PSNR)",

@@ -17,6 +17,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,11 @@ import pandas as pd
 from bench_common import environment, make_parser, markdown_table, print_table, write_results
 
 from nas.paths import REPO_ROOT, results_dir
-from nas.results.pareto import hypervolume, non_dominated, reference_point
-from nas.search.run import SUPERNET_WEIGHTS, SearchOptions, run_search
+from nas.results.pareto import direction, hypervolume, non_dominated, reference_point
+from nas.search.run import SUPERNET_WEIGHTS, run_search
 from nas.search.space import load_space
 
-OBJ = {"psnr": "max", "runtime_ms": "min"}
+OBJ = {o: direction(o) for o in ("psnr", "runtime_ms")}  # the default objectives
 
 
 def seed_run(src: Path, dst: Path, share_cache: bool) -> None:
@@ -48,17 +49,16 @@ def standalone_cost(args, space, searched: pd.DataFrame, timings: dict, root: Pa
     """Train one searched subnet from scratch for as many steps as the supernet got; time it."""
     from nas.data import open_pairs
     from nas.models.network import build
-    from nas.train import TrainConfig, train
+    from nas.train import train
 
     front = searched[non_dominated(searched, OBJ)].sort_values("psnr")
     pick = front.iloc[len(front) // 2]
-    steps = args.standalone_steps or space.train.get("steps", 1000)
-    train_opts = {k: v for k, v in space.train.items() if k not in ("data", "sampling")}
-    cfg = TrainConfig(**{**train_opts, "steps": steps, "device": args.device, "progress": True})
+    steps = args.standalone_steps or space.train.steps
+    cfg = replace(space.train.loop_config(args.device), steps=steps, progress=True)
     t0 = time.perf_counter()
     train(
         build(json.loads(pick.spec)),
-        open_pairs(space.train.get("data", "embedded"), space.scale, "train"),
+        open_pairs(space.train.data, space.scale, "train"),
         cfg,
         root / "standalone" / str(int(pick.trial)),
     )
@@ -74,53 +74,41 @@ def standalone_cost(args, space, searched: pd.DataFrame, timings: dict, root: Pa
     return cost
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = make_parser(__doc__)
-    p.add_argument("--space", default="search_spaces/quick.yaml")
-    p.add_argument("--trials", type=int, help="complete trials per run (default: the space's)")
-    p.add_argument("--steps", type=int, help="supernet steps (default: the space's)")
-    p.add_argument("--standalone-steps", type=int, help="stand-alone training steps (default: = supernet steps)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds for NSGA-II vs random")
-    p.add_argument("--skip-ray", action="store_true")
-    p.add_argument("--skip-standalone", action="store_true", help="skip the stand-alone training comparison")
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
-    space = load_space(args.space)
-    if args.steps:
-        space.train["steps"] = args.steps
-    root = results_dir(default=REPO_ROOT / "results") / "bench" / "search"
-    opts = dict(space.search, device=args.device)
-    if args.trials:
-        opts["trials"] = args.trials
-    rows, timings = [], {}
-    nsga_dir = root / "nsga2"
+def _timed_search(space, run_dir: Path, opts) -> dict:
     t0 = time.perf_counter()
-    run_search(space, nsga_dir, SearchOptions(**{**opts, "sampler": "nsga2"}))  # the default run
-    timings["nsga2"] = json.loads((nsga_dir / "status.json").read_text())["timings"]
-    timings["nsga2"]["wall_s"] = round(time.perf_counter() - t0, 1)
+    run_search(space, run_dir, opts)
+    timings = json.loads((run_dir / "status.json").read_text())["timings"]
+    timings["wall_s"] = round(time.perf_counter() - t0, 1)
+    return timings
+
+
+def run_all(args, space, opts, root: Path) -> tuple[dict[str, Path], dict[str, dict]]:
+    """The default NSGA-II run, the sampler comparison on its supernet, and the Ray run; (folders, timings)."""
+    nsga_dir = root / "nsga2"
+    timings = {"nsga2": _timed_search(space, nsga_dir, opts.with_overrides(sampler="nsga2"))}  # the default run
     dirs = {"nsga2": nsga_dir}
     for seed in args.seeds:  # sampler comparison: same supernet, shared measurement cache
         for sampler in ("nsga2", "random"):
             name = f"{sampler}-s{seed}"
-            if name == f"nsga2-s{opts.get('seed', 0)}":
+            if name == f"nsga2-s{opts.seed}":
                 continue
-            run_dir = root / name
-            seed_run(nsga_dir, run_dir, share_cache=True)
-            run_search(space, run_dir, SearchOptions(**{**opts, "sampler": sampler, "seed": seed}))
-            timings[name] = json.loads((run_dir / "status.json").read_text())["timings"]
-            dirs[name] = run_dir
+            dirs[name] = root / name
+            seed_run(nsga_dir, dirs[name], share_cache=True)
+            timings[name] = _timed_search(space, dirs[name], opts.with_overrides(sampler=sampler, seed=seed))
     if not args.skip_ray:
-        ray_dir = root / "ray2"
-        seed_run(nsga_dir, ray_dir, share_cache=False)
-        t0 = time.perf_counter()
-        run_search(space, ray_dir, SearchOptions(**{**opts, "sampler": "nsga2", "backend": "ray", "workers": 2}))
-        timings["ray2"] = json.loads((ray_dir / "status.json").read_text())["timings"]
-        timings["ray2"]["wall_s"] = round(time.perf_counter() - t0, 1)
-        dirs["ray2"] = ray_dir
-    tables = {name: complete(d) for name, d in dirs.items()}
-    dirs_hv = [n for n in dirs if n != "ray2"]
+        dirs["ray2"] = root / "ray2"
+        seed_run(nsga_dir, dirs["ray2"], share_cache=False)
+        ray_opts = opts.with_overrides(sampler="nsga2", backend="ray", workers=2)
+        timings["ray2"] = _timed_search(space, dirs["ray2"], ray_opts)
+    return dirs, timings
+
+
+def run_rows(tables: dict[str, pd.DataFrame], timings: dict[str, dict]) -> tuple[list[dict], np.ndarray]:
+    """One row per run (front size, hypervolume at a common reference point, cost split); and that point."""
+    dirs_hv = [n for n in tables if n != "ray2"]
     points = [tables[n][list(OBJ)].to_numpy(float) for n in dirs_hv]
     ref = reference_point(points, list(OBJ.values()))
+    rows = []
     for name, df in tables.items():
         mask = non_dominated(df, OBJ)
         pts = df[list(OBJ)].to_numpy(float)
@@ -141,13 +129,16 @@ def main(argv: list[str] | None = None) -> int:
                 "ray_overhead_s": t.get("ray_overhead_s"),
             }
         )
-    refs = tables["nsga2"]
-    refs = refs[refs["reference"].notna()] if "reference" in refs else refs.iloc[:0]
-    searched = tables["nsga2"]
-    ref_rows = []
+    return rows, ref
+
+
+def reference_rows(searched: pd.DataFrame) -> list[dict]:
+    """The hand designs of the default run and how many searched models dominate each."""
+    refs = searched[searched["reference"].notna()] if "reference" in searched else searched.iloc[:0]
+    out = []
     for r in refs.itertuples():
         better = searched[(searched.psnr >= r.psnr) & (searched.runtime_ms < r.runtime_ms)]
-        ref_rows.append(
+        out.append(
             {
                 "design": r.reference,
                 "psnr": r.psnr,
@@ -158,19 +149,44 @@ def main(argv: list[str] | None = None) -> int:
                 "fastest_at_least_as_good_ms": float(better.runtime_ms.min()) if len(better) else None,
             }
         )
-    cost = standalone_cost(args, space, tables["nsga2"], timings, root) if not args.skip_standalone else {}
-    by_sampler = {}
+    return out
+
+
+def sampler_summary(rows: list[dict]) -> list[dict]:
+    by_sampler: dict[str, list[float]] = {}
     for row in rows:
         if row["hypervolume"] is not None:
             by_sampler.setdefault(row["run"].split("-")[0], []).append(row["hypervolume"])
-    hv_summary = [
+    return [
         {"sampler": k, "runs": len(v), "hv_mean": float(np.mean(v)), "hv_min": min(v), "hv_max": max(v)}
         for k, v in by_sampler.items()
     ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = make_parser(__doc__)
+    p.add_argument("--space", default="search_spaces/quick.yaml")
+    p.add_argument("--trials", type=int, help="complete trials per run (default: the space's)")
+    p.add_argument("--steps", type=int, help="supernet steps (default: the space's)")
+    p.add_argument("--standalone-steps", type=int, help="stand-alone training steps (default: = supernet steps)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds for NSGA-II vs random")
+    p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--skip-standalone", action="store_true", help="skip the stand-alone training comparison")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    space = load_space(args.space).with_training(steps=args.steps)
+    root = results_dir(default=REPO_ROOT / "results") / "bench" / "search"
+    opts = space.search.with_overrides(device=args.device, trials=args.trials)
+    dirs, timings = run_all(args, space, opts, root)
+    tables = {name: complete(d) for name, d in dirs.items()}
+    rows, ref = run_rows(tables, timings)
+    ref_rows = reference_rows(tables["nsga2"])
+    cost = standalone_cost(args, space, tables["nsga2"], timings, root) if not args.skip_standalone else {}
+    hv_summary = sampler_summary(rows)
     env = environment([args.device])
     body = (
-        f"Space `{space.name}`, {opts['trials']} complete trials per run, objectives psnr (max, Y dB on the embedded "
-        f"val set, inherited weights) vs runtime_ms (min, {opts.get('runtime_size')}).\n\n"
+        f"Space `{space.name}`, {opts.trials} complete trials per run, objectives psnr (max, Y dB on the embedded "
+        f"val set, inherited weights) vs runtime_ms (min, {list(opts.runtime_size)}).\n\n"
         "## Runs\n\n"
         + markdown_table(rows, floatfmt=".4g")
         + f"\n\nHypervolume: common reference point {np.round(ref, 4).tolist()} over every NSGA-II and random run "

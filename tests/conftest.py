@@ -26,3 +26,69 @@ def _one_thread_per_test_process():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- search / pipeline fixtures
+
+TINY_SPACE = {
+    "name": "tiny",
+    "widths": [8],
+    "depths": [1, 2],
+    "candidates": {
+        "res": {"type": "residual"},
+        "ir": {"type": "inverted_residual", "expand_ratio": 3, "norm": "none"},
+    },
+    "fusions": {"none": None, "concat": {"type": "concat"}},
+    "upsamplers": {"ps": {"type": "pixelshuffle"}},
+    "global_skips": ["none", "bilinear"],
+    "references": {
+        "two_res": {
+            "width": 8,
+            "depth": 2,
+            "layers": ["res", "res"],
+            "fusion": "none",
+            "upsampler": "ps",
+            "global_skip": "none",
+        }
+    },
+    "train": {"data": "embedded", "steps": 6, "batch_size": 2, "patch_size": 16, "ckpt_every": 3, "progress": False},
+    "search": {"trials": 5, "runtime_size": [3, 24, 24], "runtime_repeats": 1, "val_max_size": 48},
+}
+TINY_OPTIONS = {"trials": 5, "runtime_size": [3, 24, 24], "runtime_repeats": 1, "val_max_size": 48, "device": "cpu"}
+
+
+@pytest.fixture
+def tiny_space_data() -> dict:
+    """A tiny search space (24 architectures at width 8) as YAML data; a fresh copy per test."""
+    import copy
+
+    return copy.deepcopy(TINY_SPACE)
+
+
+@pytest.fixture
+def tiny_space(tiny_space_data):
+    from nas.search.space import parse_space
+
+    return parse_space(tiny_space_data)
+
+
+@pytest.fixture
+def tiny_options():
+    """Search options sized for the tiny space (5 trials, 24x24 runtime input, one repeat, CPU)."""
+    from nas.search.options import SearchOptions
+
+    return SearchOptions(**TINY_OPTIONS)
+
+
+@pytest.fixture
+def results_env(tmp_path, monkeypatch) -> Path:
+    """An empty results folder the CLI writes into (``SRNAS_RESULTS_DIR``)."""
+    root = tmp_path / "results"
+    monkeypatch.setenv("SRNAS_RESULTS_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def small_space_data(tiny_space_data) -> dict:
+    """The tiny space cut to 8 architectures (one layer), so a search of 8 trials must meet repeats."""
+    return {**tiny_space_data, "name": "small", "depths": [1], "references": {}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -133,3 +134,23 @@ def test_reference_point_is_worst_plus_margin_over_all_runs() -> None:
     np.testing.assert_allclose(reference_point(np.array([[2.0, 3.0]]), ["max", "min"]), [1.8, 3.3])
     with pytest.raises(SrnasError):
         reference_point([np.full((1, 2), np.nan)], ["max", "min"])
+
+
+def test_an_architecture_measured_twice_is_one_row_of_the_front():
+    from nas.results.pareto import first_of_each_spec
+    from nas.results.writer import pareto_rows
+
+    a, b, c = (json.dumps({"width": w, "blocks": [{"type": "residual"}]}) for w in (8, 12, 16))
+    a_reordered = json.dumps({"blocks": [{"type": "residual"}], "width": 8})  # the same spec, keys reordered
+    df = pd.DataFrame(
+        {
+            "trial": [0, 1, 2, 3, 4, 5],
+            "state": ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE", "COMPLETE", "COMPLETE"],
+            "spec": [a, a, b, a_reordered, c, b],
+            "psnr": [None, 27.0, 28.0, 27.0, 26.0, 28.2],  # 5 re-measures 2 (runtime noise)
+            "runtime_ms": [None, 2.0, 4.0, 1.9, 9.0, 3.9],
+        }
+    )
+    assert first_of_each_spec(df).tolist() == [True, True, True, False, True, False]
+    front = pareto_rows(df, {"psnr": "max", "runtime_ms": "min"})
+    assert front["trial"].tolist() == [1, 2]  # not 3 nor 5: their architectures are trials 1 and 2

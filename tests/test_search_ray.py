@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -16,14 +17,10 @@ import ray
 
 from nas.results.runs import TRIAL_COLUMNS
 from nas.search.evaluator import _key  # to poison one cached PSNR
-from nas.search.run import (
-    STUDY_NAME,
-    SearchOptions,
-    run_search,
-    storage_for,
-    train_supernet,
-)
+from nas.search.options import SearchOptions
+from nas.search.run import run_search, train_supernet
 from nas.search.space import parse_space
+from nas.search.study import STUDY_NAME, storage_for
 
 SPACE = {
     "name": "raytiny",
@@ -73,6 +70,7 @@ def first_run(local_ray, tmp_path_factory) -> tuple[Path, object]:
     run_dir = tmp_path_factory.mktemp("results") / "raytiny"
     run_dir.mkdir()
     weights = train_supernet(space, run_dir, space.train, "cpu")
+    assert weights.is_file()
     poisoned = space.to_spec(space.references["broken"])
     stat = weights.stat()
     cache = run_dir / "cache"
@@ -148,8 +146,44 @@ def test_running_again_continues_the_study(first_run, tmp_path):
 
 def test_the_local_backend_continues_a_ray_study(first_run, tmp_path):
     run_dir = _copy_run(first_run[0], tmp_path)
-    n = len(_trials(run_dir))
+    before = _trials(run_dir)
     result = run_search(parse_space(SPACE), run_dir, replace(OPTS, trials=5, backend="optuna"))
     after = _trials(run_dir)
-    assert result.complete == 5 and len(after) >= n + 1
-    assert math.isfinite(after.iloc[-1]["psnr"]) or after.iloc[-1]["state"] == "FAIL"
+    assert result.complete == 5 and len(after) >= len(before) + 1
+    new = after[~after["trial"].isin(before["trial"])]
+    assert (new["state"] == "COMPLETE").sum() == 1  # exactly the one more trial asked for
+    complete = after[after["state"] == "COMPLETE"]
+    assert complete["psnr"].map(math.isfinite).all() and (complete["psnr"] > 5).all()
+    trials = {t.number: t for t in _study(run_dir).get_trials()}
+    for number in new["trial"]:  # measured in this process (local backend), not by a Ray worker
+        assert "worker" not in trials[number].user_attrs and trials[number].user_attrs["pid"] == os.getpid()
+
+
+def _choices(run_dir: Path) -> list[tuple[str, str]]:
+    """(state, choice) of every trial, in order."""
+    return [(t.state.name, t.user_attrs.get("choice")) for t in _study(run_dir).get_trials()]
+
+
+def test_ray_trials_are_distinct_and_equal_a_local_search_of_the_same_seed(local_ray, tmp_path, small_space_data):
+    """One worker: the same proposals, repeats and measurements as the local backend; two workers: still
+    only distinct architectures (repeats are redrawn in the driver, in-flight ones included)."""
+    space = parse_space(small_space_data)
+    base = replace(OPTS, trials=6, sampler="random", seed=3, val_max_size=48, runtime_size=[3, 24, 24])
+    local_dir, ray_dir, ray2_dir = (tmp_path / name for name in ("local", "ray1", "ray2"))
+    local_dir.mkdir()
+    weights = train_supernet(space, local_dir, space.train, "cpu")
+    for folder in (ray_dir, ray2_dir):
+        folder.mkdir()
+        shutil.copy2(weights, folder / weights.name)
+    run_search(space, local_dir, replace(base, backend="optuna"))
+    run_search(space, ray_dir, replace(base, workers=1))
+    assert _choices(ray_dir) == _choices(local_dir)
+    assert any(state == "PRUNED" for state, _ in _choices(ray_dir))  # seeded: 6 of 8 architectures repeat some
+    local, ray1 = (t[t["state"] == "COMPLETE"] for t in (_trials(local_dir), _trials(ray_dir)))
+    assert ray1["trial"].tolist() == local["trial"].tolist()
+    assert ray1["psnr"].tolist() == pytest.approx(local["psnr"].tolist())
+    assert ray1["activations"].tolist() == local["activations"].tolist()
+    result = run_search(space, ray2_dir, replace(base, trials=8, workers=2))
+    df = _trials(ray2_dir)
+    done = df[df["state"] == "COMPLETE"]
+    assert result.complete == 8 and done["spec"].is_unique  # the whole space, each architecture once

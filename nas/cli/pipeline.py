@@ -7,8 +7,9 @@ Everything lands in the search run's folder, stage by stage, each resumable:
       picks.json                   the Pareto trials picked (written once; a restart keeps them)
       <trial>/pruned/              pruning.schedule output for the picked model (state.json resumes it)
       <trial>/final/               stand-alone fine-tune of the pruned model (train checkpoint resumes it)
-    results/<run>/final/           a run folder of the final models (status.json, trials.csv, pareto.csv,
-                                   models/<trial>/): `srnas front <run>/final <run>` overlays both fronts
+    results/<run>/final/           a run folder of the final models (written by nas.results.writer, like the
+                                   search's; its front uses the search's objectives):
+                                   `srnas front <run>/final <run>` overlays both fronts
 
 The picked models start from their inherited supernet weights; pruning distils from that starting point,
 and the final fine-tune trains the pruned model on the ground truth with the shared loop.
@@ -27,19 +28,25 @@ import yaml
 
 from nas.device import resolve_device
 from nas.errors import SrnasError
-from nas.io import atomic_write
+from nas.io import atomic_json
 from nas.models.genotype import genotype
-from nas.results.runs import TRIAL_COLUMNS, update_index
-from nas.search.run import SearchOptions, now, run_search, write_status
+from nas.results.writer import RunWriter
+from nas.search.options import SearchOptions
+from nas.search.run import run_search
 from nas.search.space import SearchSpace
+from pruning.schedule import check_target
+
+PRUNE_MODES = ("coupled", "fine")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PipelineOptions:
+    """What happens after the search; validated when made (before anything is written)."""
+
     pick: int = 3  # Pareto models to carry on (evenly spread along runtime)
     min_psnr: float | None = None  # only picks at or above this PSNR
     max_runtime_ms: float | None = None  # only picks at or below this runtime
-    target_metric: str = "activations"
+    target_metric: str = "activations"  # pruning.schedule.TARGETS
     target: float = 0.7
     prune_mode: str = "coupled"
     prune_rounds: int = 2
@@ -47,6 +54,15 @@ class PipelineOptions:
     prune_final_steps: int = 100
     final_steps: int = 300
     final_lr: float = 2e-4
+
+    def __post_init__(self) -> None:
+        check_target(self.target_metric, self.target)
+        if self.pick < 1:
+            raise SrnasError(f"--pick must be at least 1, got {self.pick}")
+        if self.prune_mode not in PRUNE_MODES:
+            raise SrnasError(f"unknown prune mode {self.prune_mode!r}; known: {', '.join(PRUNE_MODES)}")
+        if min(self.prune_rounds, self.prune_round_steps, self.prune_final_steps, self.final_steps) < 1:
+            raise SrnasError("pipeline rounds and step counts must be positive")
 
 
 def pick_models(pareto: pd.DataFrame, opts: PipelineOptions) -> list[int]:
@@ -64,117 +80,131 @@ def pick_models(pareto: pd.DataFrame, opts: PipelineOptions) -> list[int]:
     return [int(t) for t in df.iloc[idx]["trial"]]
 
 
+def _picks(run_dir: Path, opts: PipelineOptions) -> list[int]:
+    picks_file = run_dir / "pipeline" / "picks.json"
+    if picks_file.is_file():
+        return json.loads(picks_file.read_text())["trials"]
+    picks = pick_models(pd.read_csv(run_dir / "pareto.csv"), opts)
+    atomic_json(picks_file, {"trials": picks, "options": asdict(opts)})
+    return picks
+
+
+@dataclass
+class _Stage:
+    """What every picked model's prune + fine-tune shares."""
+
+    space: SearchSpace
+    run_dir: Path
+    search: SearchOptions
+    opts: PipelineOptions
+    train_data: Any
+    val: Any
+    writer: RunWriter
+
+
+def _final_model(stage: _Stage, trial: int, searched: pd.Series) -> dict[str, Any]:
+    """Prune, fine-tune and export one picked model; returns its row of the final trials table."""
+    from nas.measure.profiler import profile_model
+    from nas.train import TrainConfig, evaluate, train
+    from nas.zoo.resolve import load_model
+    from pruning.schedule import PruneConfig, prune
+
+    space, search, opts = stage.space, stage.search, stage.opts
+    source = stage.run_dir / "models" / str(trial)
+    work = stage.run_dir / "pipeline" / str(trial)
+    loaded = load_model(source)
+    cfg = PruneConfig(
+        target=opts.target,
+        metric=opts.target_metric,
+        mode=opts.prune_mode,
+        rounds=opts.prune_rounds,
+        round_steps=opts.prune_round_steps,
+        final_steps=opts.prune_final_steps,
+        device=search.device,
+        benchmarks=(),
+        input_size=tuple(search.runtime_size),
+        repeats=search.runtime_repeats,
+    )
+    pruned = prune(
+        loaded.model,
+        loaded.spec,
+        cfg,
+        work / "pruned",
+        train_data=stage.train_data,
+        val_data=stage.val,
+        source=str(source),
+    )
+    model, spec = pruned.model, pruned.spec
+    tcfg = TrainConfig(
+        steps=opts.final_steps,
+        lr=opts.final_lr,
+        batch_size=space.train.batch_size,
+        patch_size=space.train.patch_size,
+        device=search.device,
+        seed=search.seed,
+    )
+    train(model, stage.train_data, tcfg, work / "final", val_data=stage.val)
+    timed = profile_model(
+        model, search.runtime_size, device=search.device, runtime=True, repeats=search.runtime_repeats
+    )
+    counts = profile_model(model, (3, 256, 256))
+    stage.writer.model(trial, model, spec, counts.to_dict())
+    return {
+        "trial": trial,
+        "state": "COMPLETE",
+        "psnr": evaluate(model, stage.val, space.scale),
+        "runtime_ms": timed.runtime_ms,
+        **{k: getattr(counts, k) for k in ("activations", "params", "flops", "flops_fvcore", "num_conv")},
+        "genotype": genotype(spec),  # base genotype + its pruning plan (nas.models.genotype)
+        "spec": json.dumps(spec),
+        "device": timed.device,
+        "input_size": "x".join(map(str, search.runtime_size)),
+        "error": None,
+        "duration_s": None,
+        "reference": None,
+        "search_psnr": float(searched["psnr"]),
+        "search_runtime_ms": float(searched["runtime_ms"]),
+        "search_activations": int(searched["activations"]),
+    }
+
+
 def run_pipeline(space: SearchSpace, run_dir: Path, search: SearchOptions, opts: PipelineOptions) -> pd.DataFrame:
     """All stages; returns the final models' table (also written to ``<run>/final/trials.csv``)."""
     from nas.data import open_pairs, validation_pairs
-    from nas.measure.profiler import profile_model
-    from nas.train import TrainConfig, evaluate, train
-    from nas.zoo.resolve import load_model, save_model
-    from pruning.schedule import PruneConfig, prune
 
     run_search(space, run_dir, search)
-    stage_dir = run_dir / "pipeline"
-    picks_file = stage_dir / "picks.json"
-    if picks_file.is_file():
-        picks = json.loads(picks_file.read_text())["trials"]
-    else:
-        picks = pick_models(pd.read_csv(run_dir / "pareto.csv"), opts)
-        atomic_write(picks_file, json.dumps({"trials": picks, "options": opts.__dict__}, indent=2))
-    data = space.train.get("data", "embedded")
-    train_data = open_pairs(data, space.scale, "train")
-    val = validation_pairs(data, space.scale, max_size=search.val_max_size)
-    final_dir = run_dir / "final"
-    final_dir.mkdir(parents=True, exist_ok=True)
-    write_status(final_dir, state="running", started=now(), finished=None, space=f"{space.name} (pipeline)")
+    picks = _picks(run_dir, opts)
+    writer = RunWriter(
+        run_dir / "final",
+        space.name,
+        search.directions,
+        str(resolve_device(search.device)),
+        index_root=run_dir.parent,
+        run=f"{run_dir.name}/final",
+        status_space=f"{space.name} (pipeline)",
+    )
     # the search's resolved space + options, and how its models were pruned: final/ is a complete run folder
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    atomic_write(final_dir / "config.yaml", yaml.safe_dump({**config, "pipeline": asdict(opts)}, sort_keys=False))
-    searched = pd.read_csv(run_dir / "trials.csv").set_index("trial")  # the picks' search-time numbers
-    rows = []
-    for trial in picks:
-        source = run_dir / "models" / str(trial)
-        loaded = load_model(source)
-        cfg = PruneConfig(
-            target=opts.target,
-            metric=opts.target_metric,
-            mode=opts.prune_mode,
-            rounds=opts.prune_rounds,
-            round_steps=opts.prune_round_steps,
-            final_steps=opts.prune_final_steps,
-            device=search.device,
-            benchmarks=(),
-            input_size=tuple(search.runtime_size),
-            repeats=search.runtime_repeats,
+    writer.config({**config, "pipeline": asdict(opts)})
+    writer.start()
+    try:
+        data = space.train.data
+        stage = _Stage(
+            space,
+            run_dir,
+            search,
+            opts,
+            open_pairs(data, space.scale, "train"),
+            validation_pairs(data, space.scale, max_size=search.val_max_size),
+            writer,
         )
-        pruned = prune(
-            loaded.model,
-            loaded.spec,
-            cfg,
-            stage_dir / str(trial) / "pruned",
-            train_data=train_data,
-            val_data=val,
-            source=str(source),
-        )
-        model, spec = pruned.model, pruned.spec
-        tcfg = TrainConfig(
-            steps=opts.final_steps,
-            lr=opts.final_lr,
-            batch_size=space.train.get("batch_size", 16),
-            patch_size=space.train.get("patch_size", 24),
-            device=search.device,
-            seed=search.seed,
-        )
-        train(model, train_data, tcfg, stage_dir / str(trial) / "final", val_data=val)
-        out = save_model(final_dir / "models" / str(trial), model, spec)
-        prof = profile_model(
-            model, tuple(search.runtime_size), device=search.device, runtime=True, repeats=search.runtime_repeats
-        )
-        counts = profile_model(model, (3, 256, 256))
-        atomic_write(out / "profile.json", json.dumps(counts.to_dict(), indent=2))
-        psnr = evaluate(model, val, space.scale)
-        base = searched.loc[trial]
-        rows.append(
-            {
-                "trial": trial,
-                "state": "COMPLETE",
-                "psnr": psnr,
-                "runtime_ms": prof.runtime_ms,
-                "activations": counts.activations,
-                "params": counts.params,
-                "flops": counts.flops,
-                "flops_fvcore": counts.flops_fvcore,
-                "num_conv": counts.num_conv,
-                "genotype": genotype(spec),  # base genotype + its pruning plan (nas.models.genotype)
-                "spec": json.dumps(spec),
-                "device": prof.device,
-                "input_size": "x".join(map(str, search.runtime_size)),
-                "error": None,
-                "duration_s": None,
-                "reference": None,
-                "search_psnr": float(base["psnr"]),
-                "search_runtime_ms": float(base["runtime_ms"]),
-                "search_activations": int(base["activations"]),
-            }
-        )
-    df = pd.DataFrame(rows)
-    df = df[TRIAL_COLUMNS + [c for c in df.columns if c not in TRIAL_COLUMNS]]
-    from nas.results.pareto import non_dominated
-
-    atomic_write(final_dir / "trials.csv", df.to_csv(index=False))
-    atomic_write(
-        final_dir / "pareto.csv", df[non_dominated(df, {"psnr": "max", "runtime_ms": "min"})].to_csv(index=False)
-    )
-    write_status(final_dir, state="complete", finished=now(), trials=len(df))
-    update_index(
-        run_dir.parent,
-        {
-            "run": f"{run_dir.name}/final",
-            "space": space.name,
-            "state": "complete",
-            "trials": len(df),
-            "device": str(resolve_device(search.device)),
-        },
-    )
+        searched = pd.read_csv(run_dir / "trials.csv").set_index("trial")  # the picks' search-time numbers
+        df = pd.DataFrame([_final_model(stage, trial, searched.loc[trial]) for trial in picks])
+        pareto = writer.tables(df)
+        writer.complete(pareto, trials=len(df))
+    except BaseException as exc:
+        writer.fail(exc)
+        raise
     return df
 
 

@@ -2,7 +2,8 @@
 
 An *objective* is a column with a direction, ``"max"`` (PSNR) or ``"min"`` (runtime, activations, FLOPs,
 params). Trial ``a`` dominates ``b`` when it is at least as good in every objective and strictly better in one;
-trials with identical objective vectors do not dominate each other, so duplicates on the front are all kept.
+trials with identical objective vectors do not dominate each other, so ties on the front are all kept; a trial
+that repeats an architecture (same ``spec``) is not a second point (``first_of_each_spec``).
 
 Hypervolume is exact (no sampling): a sweep in 2-D and recursive slicing (HSO) in more dimensions, which is
 quick for the fronts a search produces (hundreds of points, 2-4 objectives). Optuna has an implementation in
@@ -16,6 +17,7 @@ hypervolumes are not comparable.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -25,6 +27,13 @@ from nas.errors import SrnasError
 
 DIRECTIONS = ("max", "min")
 COMPLETE = "COMPLETE"
+MAXIMISED = frozenset({"psnr", "ssim", "set5_psnr_y", "set14_psnr_y"})
+
+
+def direction(column: str) -> str:
+    """The one encoding of an objective's direction: ``max`` for quality columns (PSNR, SSIM), ``min`` for
+    every cost column (runtime, activations, FLOPs, params)."""
+    return "max" if column in MAXIMISED else "min"
 
 
 def _signs(directions: Sequence[str]) -> np.ndarray:
@@ -61,6 +70,26 @@ def _non_dominated_min(points: np.ndarray, block: int = 512) -> np.ndarray:
         q = points[None, :, :]  # (1, n, d): possible dominators
         dominated = (np.all(q <= p, axis=2) & np.any(q < p, axis=2)).any(axis=1)
         keep[start : start + block] = ~dominated
+    return keep
+
+
+def _canonical_spec(text: object) -> object:
+    try:
+        return json.dumps(json.loads(text), sort_keys=True)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return text
+
+
+def first_of_each_spec(df: pd.DataFrame) -> np.ndarray:
+    """Mask of the rows that are the first COMPLETE row of their architecture (``spec`` column, compared as
+    JSON), and of every row that is not COMPLETE or has no spec: a front lists an architecture once."""
+    keep = np.ones(len(df), dtype=bool)
+    if "spec" not in df.columns or df.empty:
+        return keep
+    done = df["state"].astype(str).str.upper().to_numpy() == COMPLETE if "state" in df.columns else keep.copy()
+    specs = df["spec"].map(_canonical_spec)
+    has = df["spec"].notna().to_numpy() & done
+    keep[has] = ~specs[has].duplicated(keep="first").to_numpy()
     return keep
 
 

@@ -8,11 +8,13 @@ The run-folder contract (``srnas search`` writes exactly this; ``srnas front``/`
       config.yaml     the resolved search space + options (nas.search.space format, ``search:`` holds the options)
       study.journal   Optuna journal storage (optuna.storages.JournalStorage(JournalFileBackend(path)))
       trials.csv      one row per trial, columns TRIAL_COLUMNS:
-                        trial (int), state (COMPLETE | FAIL | RUNNING | PRUNED), psnr (dB, Y, validation set),
+                        trial (int), state (COMPLETE | FAIL | RUNNING | PRUNED: a proposal that repeated an
+                        architecture already in the study, not measured again), psnr (dB, Y, validation set),
                         runtime_ms, activations, params, flops, flops_fvcore, num_conv, genotype (nas.models.genotype),
                         spec (JSON), device, input_size (e.g. 3x256x256), error (FAIL only), duration_s,
                         reference (name of the hand design this trial evaluates in the supernet, else empty)
-      pareto.csv      the same columns, exactly the non-dominated COMPLETE trials of the search objectives
+      pareto.csv      the same columns, exactly the non-dominated COMPLETE trials of the search objectives (one per
+                      architecture: a repeated spec is its first trial)
       models/<trial>/ spec.yaml + weights.safetensors (+ profile.json: nas.measure.profiler Profile.to_dict()) of each
                       Pareto model; a MODEL for every command (nas.zoo.resolve.load_model)
     results/index.csv one row per run, INDEX_COLUMNS (update_index: locked, atomic)
@@ -41,7 +43,7 @@ import yaml
 
 from nas.errors import SrnasError
 from nas.io import atomic_write
-from nas.results.pareto import COMPLETE, non_dominated
+from nas.results.pareto import COMPLETE, direction, first_of_each_spec, non_dominated
 
 TRIAL_COLUMNS = [
     "trial",
@@ -79,12 +81,6 @@ REFERENCE_COLUMNS = [
 ]
 RESERVED = {"reference", "compare"}  # folders under results/ that are not runs
 STATES = ("complete", "running", "failed")
-MAXIMISED = {"psnr", "ssim", "set5_psnr_y", "set14_psnr_y"}
-
-
-def direction(column: str) -> str:
-    """``max`` for quality columns (PSNR, SSIM), ``min`` for every cost column."""
-    return "max" if column in MAXIMISED else "min"
 
 
 @dataclass
@@ -115,9 +111,11 @@ class Run:
         return {str(k): int(v) for k, v in self.trials["state"].value_counts().sort_index().items()}
 
     def front(self, x: str = "runtime_ms", y: str = "psnr") -> pd.DataFrame:
-        """The non-dominated COMPLETE trials for (x, y), sorted by x."""
-        mask = non_dominated(self.trials, {y: direction(y), x: direction(x)})
-        return self.trials[mask].sort_values([x, y], ascending=[direction(x) == "min", direction(y) == "max"])
+        """The non-dominated COMPLETE trials for (x, y), sorted by x; an architecture measured twice is listed
+        once (its first trial)."""
+        trials = self.trials[first_of_each_spec(self.trials)]
+        mask = non_dominated(trials, {y: direction(y), x: direction(x)})
+        return trials[mask].sort_values([x, y], ascending=[direction(x) == "min", direction(y) == "max"])
 
     def conditions(self) -> tuple[list[str], list[str]]:
         """Distinct (devices, input sizes) of the COMPLETE trials, normalised."""

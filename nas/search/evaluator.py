@@ -11,17 +11,19 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nas.data import open_pairs, validation_pairs
+from nas.data import EMBEDDED, open_pairs, validation_pairs
 from nas.errors import SrnasError
 from nas.io import atomic_write
 from nas.measure.images import to_tensor, to_uint8
 from nas.measure.metrics import psnr
 from nas.models.checkpoint import read_state_dict
+from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace
 from nas.search.supernet import Supernet, has_batchnorm, recalibrate_bn
 
@@ -59,7 +61,7 @@ class Evaluator:
         weights: str | Path,
         cache_dir: str | Path,
         *,
-        data: str = "embedded",
+        data: str = EMBEDDED,
         device: str = "cpu",
         runtime_size: tuple[int, int, int] = (3, 128, 128),
         runtime_repeats: int = 7,
@@ -151,3 +153,47 @@ class Evaluator:
             input_size="x".join(map(str, self.runtime_size)),
         )
         return out
+
+
+@dataclass(frozen=True)
+class EvalSetup:
+    """How a run scores its trials: the one place its ``Evaluator`` is configured. Picklable with absolute
+    paths, so Ray workers (which run in their own folders) build theirs from it."""
+
+    space: SearchSpace
+    weights: str
+    cache_dir: str
+    data: str
+    device: str
+    runtime_size: tuple[int, int, int]
+    runtime_repeats: int
+    val_max_size: int | None
+    seed: int
+
+    @classmethod
+    def for_run(cls, space: SearchSpace, run_dir: Path, weights: Path, opts: SearchOptions, device: str) -> EvalSetup:
+        data = space.train.data
+        return cls(
+            space=space,
+            weights=str(Path(weights).resolve()),
+            cache_dir=str((Path(run_dir) / "cache").resolve()),
+            data=data if data == EMBEDDED else str(Path(data).resolve()),
+            device=device,
+            runtime_size=tuple(opts.runtime_size),  # type: ignore[arg-type]
+            runtime_repeats=opts.runtime_repeats,
+            val_max_size=opts.val_max_size,
+            seed=opts.seed,
+        )
+
+    def build(self) -> Evaluator:
+        return Evaluator(
+            self.space,
+            self.weights,
+            self.cache_dir,
+            data=self.data,
+            device=self.device,
+            runtime_size=self.runtime_size,
+            runtime_repeats=self.runtime_repeats,
+            val_max_size=self.val_max_size,
+            seed=self.seed,
+        )

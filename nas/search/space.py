@@ -23,8 +23,8 @@ A search space (``search_spaces/*.yaml``, loaded with ``yaml.safe_load``)::
     references:                     # optional: hand designs written as points of the space (a choice dict each)
       rfdn_like: {width: 32, depth: 4, layers: [rfdb, rfdb, rfdb, rfdb], fusion: concat, upsampler: pixelshuffle,
                   global_skip: none}
-    train: {...}                    # supernet training options (nas.train.TrainConfig fields) + data
-    search: {...}                   # search options (trials, sampler, objectives, runtime input size)
+    train: {...}                    # supernet training: nas.search.options.SupernetTraining (TrainConfig, data, ...)
+    search: {...}                   # the study: nas.search.options.SearchOptions (trials, sampler, objectives, ...)
 
 A *choice* (what a trial samples) is ``{width, depth, layers: [name per active layer], fusion, upsampler,
 global_skip}``; ``SearchSpace.to_spec(choice)`` turns it into an ordinary architecture spec.
@@ -33,7 +33,7 @@ global_skip}``; ``SearchSpace.to_spec(choice)`` turns it into an ordinary archit
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from nas.errors import SpecError
 from nas.models import blocks  # noqa: F401  (registers the block families)
 from nas.models.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
 from nas.models.spec import GLOBAL_SKIPS, normalize_spec
+from nas.search.options import SearchOptions, SupernetTraining
 
 SPACE_KEYS = {
     "name",
@@ -88,8 +89,8 @@ class SearchSpace:
     out_channels: int = 3
     description: str = ""
     references: dict[str, dict[str, Any]] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    search: dict[str, Any] = field(default_factory=dict)
+    train: SupernetTraining = field(default_factory=SupernetTraining)
+    search: SearchOptions = field(default_factory=SearchOptions)
     source: str = "<dict>"
 
     @property
@@ -99,6 +100,18 @@ class SearchSpace:
     @property
     def num_layers(self) -> int:
         return max(self.depths)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as plain data (what ``parse_space`` reads back; no ``source``)."""
+        d = asdict(self)
+        d.pop("source")
+        d.update(train=self.train.to_dict(), search=self.search.to_dict())
+        return d
+
+    def with_training(self, **overrides: Any) -> SearchSpace:
+        """A copy whose ``train:`` options have ``overrides`` (``None`` values ignored), validated again."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, train=replace(self.train, **given)) if given else self
 
     def to_spec(self, choice: dict[str, Any]) -> dict[str, Any]:
         """The architecture spec of one point of the space (validated)."""
@@ -231,7 +244,7 @@ def _parse(data: Any, source: str) -> SearchSpace:
         if not isinstance(data.get(key, True), bool):
             raise SpecError(f"{key!r} must be true or false, got {data[key]!r}")
     for key in ("train", "search", "references"):
-        if not isinstance(data.get(key, {}), dict):
+        if not isinstance(data.get(key) or {}, dict):
             raise SpecError(f"{key!r} must be a mapping, got {data[key]!r}")
     scale = data.get("scale", 4)
     if scale not in (2, 3, 4):
@@ -252,9 +265,9 @@ def _parse(data: Any, source: str) -> SearchSpace:
         in_channels=data.get("in_channels", 3),
         out_channels=data.get("out_channels", 3),
         description=str(data.get("description", "")),
-        references=copy.deepcopy(data.get("references", {})),
-        train=copy.deepcopy(data.get("train", {})),
-        search=copy.deepcopy(data.get("search", {})),
+        references=copy.deepcopy(data.get("references") or {}),
+        train=SupernetTraining.parse(copy.deepcopy(data.get("train"))),
+        search=SearchOptions.parse(copy.deepcopy(data.get("search"))),
         source=source,
     )
     _check_buildable(space)

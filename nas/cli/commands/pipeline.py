@@ -6,6 +6,9 @@ from nas.cli.commands._common import print_json
 from nas.cli.commands.search import add_search_args, space_and_options
 from nas.paths import results_dir
 
+PRUNE_TARGETS = ("activations", "params", "flops", "runtime")  # pruning.schedule.TARGETS
+DEFAULT_TARGET = {"activations": 0.7}
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -18,8 +21,10 @@ def register(sub) -> None:
     p.add_argument("--pick", type=int, default=3, help="Pareto models to prune (spread along runtime)")
     p.add_argument("--pick-min-psnr", type=float, help="only pick models with PSNR >= this")
     p.add_argument("--pick-max-runtime", type=float, help="only pick models with runtime_ms <= this")
-    p.add_argument("--target-activations", type=float, help="pruning target (fraction, default 0.7)")
-    p.add_argument("--target-runtime", type=float, help="pruning target as a runtime fraction (measured)")
+    for metric in PRUNE_TARGETS:  # as `srnas prune`; none given: --target-activations 0.7
+        p.add_argument(
+            f"--target-{metric}", type=float, metavar="F", help=f"pruning target: keep this fraction of the {metric}"
+        )
     p.add_argument("--prune-mode", choices=("coupled", "fine"), default="coupled")
     p.add_argument("--final-steps", type=int, default=300, help="final fine-tune steps per model")
     p.add_argument("--json", action="store_true", help="print the final models as JSON")
@@ -28,16 +33,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from nas.cli.pipeline import PipelineOptions, run_pipeline, summary
-    from nas.errors import SrnasError
+    from pruning.schedule import parse_target  # moving to pruning.config
 
     space, search = space_and_options(args)
-    if args.target_activations is not None and args.target_runtime is not None:
-        raise SrnasError("give one pruning target: --target-activations or --target-runtime")
-    metric, target = (
-        ("runtime", args.target_runtime)
-        if args.target_runtime is not None
-        else ("activations", args.target_activations if args.target_activations is not None else 0.7)
-    )
+    given = {m: getattr(args, f"target_{m}") for m in PRUNE_TARGETS}
+    metric, target = parse_target(**(given if any(v is not None for v in given.values()) else DEFAULT_TARGET))
     opts = PipelineOptions(
         pick=args.pick,
         min_psnr=args.pick_min_psnr,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 from nas.cli.commands._common import print_json
@@ -59,38 +59,27 @@ def find_space(ref: str) -> Path:
 
 
 def options_from(space, args):
-    from nas.search.run import SearchOptions
-
-    names = {f.name for f in fields(SearchOptions)}
-    unknown = sorted(set(space.search) - names)
-    if unknown:
-        raise SrnasError(f"search space {space.source}: unknown search option(s) {unknown}; allowed: {sorted(names)}")
-    opts = dict(space.search)
-    overrides = {
-        "trials": args.trials,
-        "sampler": args.sampler,
-        "min_psnr": args.min_psnr,
-        "device": args.device,
-        "backend": args.backend,
-        "ray_address": args.ray_address,
-        "workers": args.workers,
-        "storage": args.storage,
-        "seed": args.seed,
-        "objectives": args.objectives.split(",") if args.objectives else None,
-    }
-    opts.update({k: v for k, v in overrides.items() if v is not None})
-    return SearchOptions(**opts)
+    """The space's validated search options with the command line's overrides (``dataclasses.replace``)."""
+    return space.search.with_overrides(
+        trials=args.trials,
+        sampler=args.sampler,
+        min_psnr=args.min_psnr,
+        device=args.device,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        workers=args.workers,
+        storage=args.storage,
+        seed=args.seed,
+        objectives=args.objectives.split(",") if args.objectives else None,
+    )
 
 
 def space_and_options(args):
-    """The search space named on the command line with its --steps/--data overrides, and the search options."""
+    """The search space named on the command line with its --steps/--data overrides, and the search options;
+    every option is validated here, before anything is written."""
     from nas.search.space import load_space
 
-    space = load_space(find_space(args.space))
-    if args.steps is not None:
-        space.train["steps"] = args.steps
-    if args.data is not None:
-        space.train["data"] = args.data
+    space = load_space(find_space(args.space)).with_training(steps=args.steps, data=args.data)
     return space, options_from(space, args)
 
 

@@ -2,10 +2,12 @@
 
 The driver (the ``srnas search`` process) runs Ray Tune with ``OptunaSearch`` over the *same* Optuna study
 as the local backend (``<run>/study.journal`` or ``--storage``), with the same sampler and the same
-parameter names (``nas.search.run.suggest_choice``): enqueued references and re-queued trials are asked first,
-and the driver tells the study each trial's objective values. Every Ray worker process builds one
-``Evaluator`` from the run's files and writes the trial's measurements straight into the storage (the
-user attributes ``nas.search.run.record`` writes), so ``trials.csv``/``pareto.csv`` do not depend on the backend.
+parameter names (``nas.search.study.suggest_choice``): enqueued references and re-queued trials are asked first,
+and the driver tells the study each trial's objective values. A proposal that repeats an architecture of the
+study is redrawn in the driver (``DistinctOptunaSearch``), so Ray only runs new architectures. Every Ray worker
+process builds one
+``Evaluator`` from the run's ``EvalSetup`` and writes the trial's measurements straight into the storage (the
+user attributes ``nas.search.study.record`` writes), so ``trials.csv``/``pareto.csv`` do not depend on the backend.
 
 A failing evaluation is recorded (``error`` attribute, FAIL state) and the search goes on; failures do not
 count towards ``--trials`` (at most ``--trials`` extra attempts, as in the local backend). Running the same
@@ -29,29 +31,32 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 from optuna.trial import TrialState
 from ray import tune
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from nas.errors import SrnasError
-from nas.search.evaluator import Evaluator
-from nas.search.run import (
-    OBJECTIVES,
-    STUDY_NAME,
-    SearchOptions,
-    make_sampler,
-    record,
-    storage_for,
-    suggest_choice,
-    write_status,
-    write_tables,
-)
+from nas.results.writer import RunWriter
+from nas.search.evaluator import EvalSetup, Evaluator
+from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace
+from nas.search.study import (
+    MAX_DUPLICATES,
+    STUDY_NAME,
+    complete_count,
+    duplicate_of,
+    make_sampler,
+    mark_duplicate,
+    open_storage,
+    record,
+    suggest_choice,
+    trials_table,
+)
 
 TRIAL_ID = "optuna_trial_id"  # config keys added by the define-by-run function
 TRIAL_NUMBER = "optuna_trial_number"
@@ -62,18 +67,9 @@ LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # a local cluster only passes small co
 class RayJob:
     """What a worker needs to evaluate trials (absolute paths: Ray workers run in their trial folders)."""
 
-    space: SearchSpace
+    setup: EvalSetup
     run_dir: str
-    weights: str
-    data: str
-    device: str
     opts: SearchOptions
-
-
-def open_storage(run_dir: Path, url: str | None) -> optuna.storages.BaseStorage:
-    """The study's storage as an object (``OptunaSearch`` does not take URLs)."""
-    storage = storage_for(run_dir, url)
-    return optuna.storages.get_storage(storage) if isinstance(storage, str) else storage
 
 
 class SuggestTrial:
@@ -95,29 +91,41 @@ class SuggestTrial:
         return {TRIAL_ID: trial._trial_id, TRIAL_NUMBER: trial.number, "choice": choice}
 
 
+class DistinctOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that redraws a proposal repeating an architecture of the study (measured, or in flight
+    on another worker): the repeat ends PRUNED in the study (``duplicate_of``) and never reaches Ray, so every
+    Ray trial measures a new architecture. After ``MAX_DUPLICATES`` repeats in a row it reports the search
+    finished (``exhausted``)."""
+
+    exhausted = False
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        for _ in range(MAX_DUPLICATES):
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials[trial_id]
+            repeated = duplicate_of(self._ot_study, ot_trial.number, config["choice"])
+            if repeated is None:
+                return config
+            mark_duplicate(ot_trial, repeated)
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            del self._ot_trials[trial_id]
+        self.exhausted = True
+        return Searcher.FINISHED
+
+
 # --------------------------------------------------------------------------- worker side
 
 _WORKER: dict[str, Any] = {}  # one Evaluator and storage per worker process, reused across its trials
 
 
 def _worker_state(job: RayJob) -> tuple[Evaluator, optuna.storages.BaseStorage]:
-    weights = Path(job.weights)
-    key = (job, weights.stat().st_mtime_ns)
+    from pathlib import Path
+
+    key = (job, Path(job.setup.weights).stat().st_mtime_ns)
     if _WORKER.get("key") != key:
         _WORKER.clear()
-        opts = job.opts
-        evaluator = Evaluator(
-            job.space,
-            weights,
-            Path(job.run_dir) / "cache",
-            data=job.data,
-            device=job.device,
-            runtime_size=tuple(opts.runtime_size),
-            runtime_repeats=opts.runtime_repeats,
-            val_max_size=opts.val_max_size,
-            seed=opts.seed,
-        )
-        _WORKER.update(key=key, evaluator=evaluator, storage=open_storage(Path(job.run_dir), opts.storage))
+        storage = open_storage(Path(job.run_dir), job.opts.storage)
+        _WORKER.update(key=key, evaluator=job.setup.build(), storage=storage)
     return _WORKER["evaluator"], _WORKER["storage"]
 
 
@@ -157,13 +165,13 @@ class Progress(tune.Callback):
         self,
         study: optuna.Study,
         storage: optuna.storages.BaseStorage,
-        run_dir: Path,
+        writer: RunWriter,
         opts: SearchOptions,
         done: int,
     ) -> None:
         from tqdm import tqdm
 
-        self.study, self.storage, self.run_dir, self.opts = study, storage, run_dir, opts
+        self.study, self.storage, self.writer, self.opts = study, storage, writer, opts
         self.bar = tqdm(total=opts.trials, initial=done, desc="search (ray)", unit="trial")
         self.finished = self.failed = 0
         self.evaluate_s = self.setup_s = 0.0
@@ -199,15 +207,14 @@ class Progress(tune.Callback):
         return None if trial_id is None else self.storage.get_trial(int(trial_id))
 
     def _write(self) -> None:
-        write_tables(self.study, self.run_dir, self.opts)
-        write_status(self.run_dir, trials=len(self.study.get_trials(deepcopy=False)))
+        self.writer.tables(trials_table(self.study))
 
     def close(self) -> None:
         self.bar.close()
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config (``tuner.pkl``); the bar and the study stay in this process."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("bar", "study", "storage")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("bar", "study", "storage", "writer")}
 
 
 def _ray_error(trial) -> str:
@@ -247,12 +254,29 @@ def trial_name(trial) -> str:
     return f"trial{trial.config.get(TRIAL_NUMBER, '')}_{trial.trial_id}"
 
 
-def complete_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+def _tuner(trainable, searcher: OptunaSearch, samples: int, opts: SearchOptions, writer: RunWriter, progress):
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=samples,
+            max_concurrent_trials=opts.workers,
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(writer.path.resolve() / "ray"),
+            name="tune",
+            verbose=0,
+            callbacks=[progress],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
 
 
-def run_ray_trials(
-    space: SearchSpace, run_dir: Path, opts: SearchOptions, weights: Path, device: str
+def run_trials(
+    study: optuna.Study, space: SearchSpace, opts: SearchOptions, setup: EvalSetup, writer: RunWriter
 ) -> dict[str, float]:
     """Run Ray Tune trials until ``opts.trials`` trials of the study are COMPLETE; returns timings.
 
@@ -260,61 +284,40 @@ def run_ray_trials(
     (summed over trials, in the workers), ``ray_overhead_s`` (wall time of the trials minus the summed
     evaluate and setup times divided by the number of workers: what orchestration cost).
     """
-    run_dir = run_dir.resolve()
-    storage = open_storage(run_dir, opts.storage)
-    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     done = complete_count(study)
     if done >= opts.trials:
         return {}
+    run_dir = writer.path.resolve()
+    storage = open_storage(run_dir, opts.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = str(space.train.get("data", "embedded"))
-    if data != "embedded":
-        data = str(Path(data).resolve())
-    job = RayJob(space, str(run_dir), str(Path(weights).resolve()), data, device, opts)
-    gpu = 1 if device.startswith("cuda") else 0  # one trial per GPU: runtimes are measured alone
+    job = RayJob(setup, str(run_dir), opts)
+    gpu = 1 if setup.device.startswith("cuda") else 0  # one trial per GPU: runtimes are measured alone
     sampler = make_sampler(opts)  # one RNG across rounds
-    modes = ["max" if OBJECTIVES[o] == "maximize" else "min" for o in opts.objectives]
-
     t0 = time.perf_counter()
     started = connect(opts)
     timings = {"ray_start_s": round(time.perf_counter() - t0, 2)}
     progress = None
     try:
         trainable = tune.with_resources(tune.with_parameters(evaluate_trial, job=job), {"cpu": 1, "gpu": gpu})
-        progress = Progress(study, storage, run_dir, opts, done)
+        progress = Progress(study, storage, writer, opts, done)
         t1 = time.perf_counter()
         remaining = opts.trials - done
         budget = remaining + opts.trials  # failures do not count: at most --trials extra attempts
         while remaining > 0 and budget > 0:
             samples = min(remaining, budget)
-            searcher = OptunaSearch(
+            searcher = DistinctOptunaSearch(
                 space=SuggestTrial(space),
                 metric=list(opts.objectives),
-                mode=modes,
+                mode=list(opts.directions.values()),
                 sampler=sampler,
                 study_name=STUDY_NAME,
                 storage=storage,
             )
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    search_alg=searcher,
-                    num_samples=samples,
-                    max_concurrent_trials=max(opts.workers, 1),
-                    reuse_actors=True,
-                    trial_name_creator=trial_name,
-                    trial_dirname_creator=trial_name,
-                ),
-                run_config=tune.RunConfig(
-                    storage_path=str(run_dir / "ray"),
-                    name="tune",
-                    verbose=0,
-                    callbacks=[progress],
-                    failure_config=tune.FailureConfig(max_failures=0),
-                ),
-            )
             before = progress.finished
-            tuner.fit()
+            _tuner(trainable, searcher, samples, opts, writer, progress).fit()
+            if searcher.exhausted:
+                print(f"search: {MAX_DUPLICATES} proposals in a row repeated measured architectures; stopping")
+                break
             if progress.finished - before < samples:  # Ray Tune stops gracefully on Ctrl-C
                 raise KeyboardInterrupt("Ray Tune stopped before its trials finished")
             budget -= samples
@@ -325,7 +328,7 @@ def run_ray_trials(
         if started:
             ray.shutdown()
     wall = time.perf_counter() - t1
-    busy = (progress.evaluate_s + progress.setup_s) / max(opts.workers, 1)
+    busy = (progress.evaluate_s + progress.setup_s) / opts.workers
     timings.update(
         ray_evaluate_s=round(progress.evaluate_s, 2),
         ray_worker_setup_s=round(progress.setup_s, 2),

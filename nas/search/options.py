@@ -1,0 +1,129 @@
+"""Typed options of a search space's ``train:`` (supernet training) and ``search:`` (the study) sections.
+
+Both are validated when the space is parsed (``nas.search.space.parse_space``), so a bad option fails before
+a run folder is touched; the CLI applies its overrides with ``dataclasses.replace``, which validates again.
+``config.yaml`` stores ``to_dict()`` of both (plain lists, as before).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from nas.data import EMBEDDED
+from nas.errors import SpecError, SrnasError
+from nas.results.pareto import direction
+from nas.train import TrainConfig
+
+OBJECTIVES = ("psnr", "runtime_ms", "activations", "flops", "params")
+SAMPLERS = ("nsga2", "random", "tpe", "nsga3", "qmc")
+BACKENDS = ("optuna", "ray")
+SAMPLINGS = ("uniform", "fair")
+RESUMABLE = ("trials", "backend", "workers", "ray_address", "storage", "device")  # may change on a restart
+
+
+def _options(cls, data: Any, section: str):
+    """``cls(**data)`` with unknown keys and bad values reported as SpecError naming the section."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{section!r} must be a mapping, got {data!r}")
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise SpecError(f"unknown {section} option(s) {unknown}; allowed: {', '.join(sorted(names))}")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError, SrnasError) as exc:
+        raise SpecError(f"{section}: {exc}") from exc
+
+
+@dataclass
+class SupernetTraining(TrainConfig):
+    """The ``train:`` section: the shared loop's options plus the data and the path sampling."""
+
+    data: str = EMBEDDED  # embedded, or a DIV2K-layout folder
+    sampling: str = "fair"  # uniform | fair (FairNAS)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.data = str(self.data)
+        if self.sampling not in SAMPLINGS:
+            raise SpecError(f"unknown sampling {self.sampling!r}; known: {', '.join(SAMPLINGS)}")
+
+    @classmethod
+    def parse(cls, data: Any) -> SupernetTraining:
+        return _options(cls, data, "train")
+
+    def loop_config(self, device: str) -> TrainConfig:
+        """The plain ``TrainConfig`` of the supernet's training loop on ``device``."""
+        names = {f.name for f in fields(TrainConfig)}
+        return TrainConfig(**{k: v for k, v in asdict(self).items() if k in names and k != "device"}, device=device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "data": self.data, "sampling": self.sampling}
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The ``search:`` section: everything a search run needs besides the space."""
+
+    trials: int = 40
+    sampler: str = "nsga2"
+    population: int = 50  # NSGA-II/III generation size (its first generation is random)
+    objectives: tuple[str, ...] = ("psnr", "runtime_ms")
+    min_psnr: float | None = None  # constraint: PSNR >= this (dB)
+    runtime_size: tuple[int, ...] = (3, 128, 128)
+    runtime_repeats: int = 7
+    val_max_size: int | None = 192
+    device: str = "auto"
+    seed: int = 0
+    storage: str | None = None  # Optuna storage URL; default: journal file in the run folder
+    backend: str = "optuna"  # optuna | ray
+    workers: int = 1  # Ray: concurrent trials
+    ray_address: str | None = None  # Ray: auto | HOST:PORT | None (start a local cluster)
+    export_pareto: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        object.__setattr__(self, "runtime_size", tuple(int(v) for v in self.runtime_size))
+        if self.population < 2:
+            raise SpecError(f"population must be >= 2, got {self.population}")
+        if self.trials <= 0:
+            raise SpecError(f"trials must be positive, got {self.trials}")
+        if self.sampler not in SAMPLERS:
+            raise SpecError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
+        objectives = self.objectives
+        if not objectives or objectives[0] != "psnr" or len(set(objectives)) != len(objectives):
+            raise SpecError(f"objectives must start with psnr and list each once, got {list(objectives)}")
+        bad = [o for o in objectives if o not in OBJECTIVES]
+        if bad:
+            raise SpecError(f"unknown objective(s) {bad}; known: {', '.join(OBJECTIVES)}")
+        if len(self.runtime_size) != 3 or min(self.runtime_size) <= 0:
+            raise SpecError(f"runtime_size must be [C, H, W] of positive sizes, got {list(self.runtime_size)}")
+        if self.runtime_repeats <= 0 or self.workers <= 0:
+            raise SpecError(f"runtime_repeats and workers must be positive, got {self.runtime_repeats}, {self.workers}")
+        if self.backend not in BACKENDS:
+            raise SpecError(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+
+    @classmethod
+    def parse(cls, data: Any) -> SearchOptions:
+        return _options(cls, data, "search")
+
+    def with_overrides(self, **overrides: Any) -> SearchOptions:
+        """A copy with the given options (``None`` values ignored), validated again."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def directions(self) -> dict[str, str]:
+        """Each objective's direction, ``max`` or ``min`` (``nas.results.pareto.direction``)."""
+        return {o: direction(o) for o in self.objectives}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(objectives=list(self.objectives), runtime_size=list(self.runtime_size))
+        return d
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The options a restart must not change."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE}
