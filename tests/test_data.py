@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nas import data as D
+from nas.data import embedded, folders
 from nas.errors import DataError
 from nas.measure.images import modcrop, read_image, write_image
 from nas.measure.imresize import downscale
@@ -83,8 +84,8 @@ def test_reference_set5_loads(reference):
 def test_generated_lr_is_cached_once(tmp_path, monkeypatch):
     images = _hr_folder(tmp_path)
     calls = []
-    real = D.downscale
-    monkeypatch.setattr(D, "downscale", lambda hr, s: calls.append(s) or real(hr, s))
+    real = folders.downscale
+    monkeypatch.setattr(folders, "downscale", lambda hr, s: calls.append(s) or real(hr, s))
     pairs = D.open_pairs(tmp_path, 4)
     cache = tmp_path / ".srnas_cache" / "LR_bicubic" / "X4"
     assert sorted(p.name for p in cache.iterdir()) == ["0001x4.png", "0002x4.png", "0003x4.png"]
@@ -186,10 +187,10 @@ def embedded_x4(tmp_path_factory):
     cache = tmp_path_factory.mktemp("embedded_cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("SRNAS_CACHE_DIR", str(cache))
-    D._embedded_pair.cache_clear()
+    embedded._embedded_pair.cache_clear()
     yield D.open_pairs("embedded", 4, "train"), D.open_pairs("embedded", 4, "val"), cache
     mp.undo()
-    D._embedded_pair.cache_clear()
+    embedded._embedded_pair.cache_clear()
 
 
 def test_embedded_split(embedded_x4):
@@ -211,8 +212,8 @@ def test_embedded_is_deterministic_and_cached_on_disk(embedded_x4, monkeypatch):
     cached = cache / "embedded" / "LR_bicubic" / "X4" / "coffeex4.png"
     np.testing.assert_array_equal(read_image(cached), val.pair(1).lr)
     monkeypatch.setenv("SRNAS_CACHE_DIR", str(cache))
-    monkeypatch.setattr(D, "downscale", None)  # must not be needed: LR comes from the disk cache
-    D._embedded_pair.cache_clear()
+    monkeypatch.setattr(embedded, "downscale", None)  # must not be needed: LR comes from the disk cache
+    embedded._embedded_pair.cache_clear()
     again = D.open_pairs("embedded", 4, "val")
     np.testing.assert_array_equal(again.pair(1).lr, val.pair(1).lr)
     np.testing.assert_array_equal(again.pair(0).hr, val.pair(0).hr)
