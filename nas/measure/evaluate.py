@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from nas.errors import DataError, SrnasError
 from nas.measure.images import Pair, list_images, modcrop, read_image, to_tensor, to_uint8
 from nas.measure.metrics import psnr, ssim
+from nas.progress import track
 
 METRICS = ("psnr_y", "psnr_rgb", "ssim_y", "ssim_rgb")
 PSNR_METRICS = ("psnr_y", "psnr_rgb")
@@ -100,7 +100,7 @@ def score_pairs(
     model.eval()
     rows = []
     try:
-        for pair in tqdm(pairs, desc="eval", unit="img", disable=not progress, leave=False):
+        for pair in track(pairs, desc="eval", unit="img", enabled=progress, leave=False):
             out = model(to_tensor(pair.lr).to(device))
             if check_finite and not bool(torch.isfinite(out).all()):
                 raise SrnasError(f"the model's output on {pair.name} is not finite (diverged weights?)")

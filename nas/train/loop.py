@@ -26,13 +26,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from nas.data import Pair, PairedImages, PatchBatches
 from nas.device import resolve_device
 from nas.errors import SrnasError
 from nas.io import atomic_json, atomic_torch_save
 from nas.measure.evaluate import mean_psnr
+from nas.progress import progress
 from nas.train.config import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -143,7 +143,7 @@ class _Run:
         """Run the remaining steps; True when ``on_step`` stopped the run (after a checkpoint)."""
         cfg, state = self.cfg, self.state
         self.model.train()
-        bar = tqdm(total=cfg.steps, initial=state.step, desc="train", unit="step", disable=not cfg.progress)
+        bar = progress(cfg.steps, initial=state.step, desc="train", unit="step", enabled=cfg.progress)
         try:
             batches = self.batches.iterate(
                 state.step, cfg.steps, cfg.num_workers, pin_memory=self.device.type == "cuda"

@@ -7,11 +7,11 @@ import importlib
 from typing import Any
 
 from torch import nn
-from tqdm import tqdm
 
 from nas.cli.commands._common import print_json
 from nas.errors import SrnasError
 from nas.measure.profiler import DEFAULT_INPUT_SIZE, Profile, check_device, profile_model
+from nas.progress import track
 
 COUNT_KEYS = ("params", "flops", "flops_fvcore", "activations", "num_conv")
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     zoo = importlib.import_module("nas.zoo")
     rows = []
-    for name in tqdm(zoo.list_zoo(), desc="profile", unit="model", disable=None):
+    for name in track(zoo.list_zoo(), desc="profile", unit="model"):
         prof = profile_model(zoo.build_zoo_model(name), **options)
         rows.append({"model": name, **prof.to_dict(), "matches_reference": _matches(prof, zoo, name)})
     if args.json:
