@@ -1,4 +1,4 @@
-"""Paired LR/HR super-resolution data: image folders in the DIV2K layout, or the embedded photos.
+"""Paired LR/HR super-resolution data: image folders (DIV2K layout or a tree of HR images), or the embedded photos.
 
 ``--data`` (``open_pairs(data, scale, split)``) resolves as follows:
 
@@ -12,14 +12,18 @@
 - a folder with ``*_HR`` subfolders (a DIV2K root: ``DIV2K_train_HR``, ``DIV2K_valid_HR``): the one
   whose name contains ``train`` (split ``train``) or ``val`` (split ``val``); a single ``*_HR``
   subfolder serves the train split. LR in ``<prefix>_LR_bicubic/X{s}``.
+- a folder TREE of HR images (no images at its top, no ``HR``/``*_HR`` subfolder; e.g. T91/, BSDS200/):
+  every image in its subfolders (hidden and ``LR_bicubic*`` folders skipped), named by its relative
+  path without suffix (``T91/t1``); LR images are always generated. It has no val split.
 
 An LR image for HR ``0001.png`` is ``0001x{s}.<ext>`` or ``0001.<ext>``; its size must be the HR
 size // s (the HR image is cropped to a multiple of s). When no LR folder exists, LR images are
-made with MATLAB bicubic (``nas.measure.imresize.downscale``) and cached in ``HR_DIR/.srnas_cache/
-LR_bicubic/X{s}`` or, when that cannot be written, under ``cache_dir()/lr``; a cached file is
-remade when it is older than its HR image. Every image is decoded and checked before anything is
-written, so bad input gives one ``DataError`` naming the file. Sets whose decoded size fits
-``memory_bytes`` stay in memory; larger ones are decoded again for each sample.
+made with MATLAB bicubic (``nas.measure.imresize.downscale``) and cached per HR file in the user
+cache, ``cache_dir()/lr`` (``SRNAS_CACHE_DIR``, else ``~/.cache/srnas``), keyed by the file's absolute
+path, size and modification time: nothing is ever written into the data folder, which may be
+read-only. Every image is decoded and checked before anything is written, so bad input gives one
+``DataError`` naming the file. Sets whose decoded size fits ``memory_bytes`` stay in memory; larger
+ones are decoded again for each sample.
 """
 
 from nas.data.cache import cache_dir

@@ -1,24 +1,23 @@
-"""Image folders as paired data: the DIV2K / Flickr2K / benchmark layouts, LR read from disk or generated.
+"""Image folders as paired data: the DIV2K / Flickr2K / benchmark layouts or a tree of HR images.
 
-See ``nas.data`` for the layouts ``resolve_folder`` understands. Every image is decoded and checked
-before anything is written, so bad input gives one ``DataError`` naming the file.
+See ``nas.data`` for the layouts ``resolve_folder`` understands. LR images are read from disk or generated
+with MATLAB bicubic into the user cache (``nas.data.cache``), never written into the data folder. Every
+image is decoded and checked before anything is written, so bad input gives one ``DataError`` naming the file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from nas.data.cache import cache_dir, read_cached
+from nas.data.cache import lr_cache_file, read_cached, write_cached
 from nas.data.pairs import Entry, Pair, PairedImages, load_checked
 from nas.errors import DataError
-from nas.measure.images import IMAGE_SUFFIXES, list_images, modcrop, read_image, write_image
+from nas.measure.images import IMAGE_SUFFIXES, list_images, modcrop, read_image
 from nas.measure.imresize import downscale
 
 
@@ -36,9 +35,14 @@ def resolve_folder(data: Path, scale: int, split: str = "train") -> tuple[Path, 
         return data / "HR", find_lr_dir(data / "HR", data, scale)
     hr_dirs = sorted(p for p in data.iterdir() if p.is_dir() and p.name.endswith("_HR"))
     if not hr_dirs:
-        raise DataError(
-            f"no images in {data} and no HR subfolder (expected HR images, DIR/HR, or DIV2K's NAME_train_HR)"
-        )
+        if not tree_images(data):
+            raise DataError(
+                f"no images in {data} or its subfolders (expected HR images, DIR/HR, DIV2K's NAME_train_HR, "
+                "or a tree of HR images)"
+            )
+        if split != "train":
+            raise DataError(f"{data} is a tree of HR images: it has no {split} split")
+        return data, None
     keys = ("train",) if split == "train" else ("valid", "val")
     chosen = [p for p in hr_dirs if any(k in p.name.lower() for k in keys)]
     if not chosen and split == "train" and len(hr_dirs) == 1:
@@ -52,6 +56,33 @@ def resolve_folder(data: Path, scale: int, split: str = "train") -> tuple[Path, 
 
 def _has_images(folder: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.iterdir())
+
+
+def tree_images(root: Path) -> list[Path]:
+    """Every image under ``root``'s subfolders (sorted; hidden folders and ``LR_bicubic*`` folders skipped)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.startswith("LR_bicubic"))
+        found += [Path(folder) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
+def hr_images(hr_dir: Path) -> list[tuple[str, Path]]:
+    """(name, file) of every HR image: the folder's own images, else every image of the tree under it.
+
+    Tree names are paths relative to ``hr_dir`` without suffix (``T91/t1``); two files with one name are an error.
+    """
+    flat = _has_images(hr_dir)
+    files = list_images(hr_dir) if flat else tree_images(hr_dir)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {hr_dir} or its subfolders")
+    named: dict[str, Path] = {}
+    for f in files:
+        name = f.stem if flat else f.relative_to(hr_dir).with_suffix("").as_posix()
+        if name in named:
+            raise DataError(f"two HR images share the name {name}: {named[name]} and {f}")
+        named[name] = f
+    return list(named.items())
 
 
 def find_lr_dir(hr_dir: Path, root: Path, scale: int) -> Path | None:
@@ -96,73 +127,45 @@ class _Budget:
 
 
 def open_folder(hr_dir: Path, lr_dir: Path | None, scale: int, memory_bytes: int) -> PairedImages:
-    files = list_images(hr_dir)
-    stems: dict[str, Path] = {}
-    for f in files:
-        if f.stem in stems:
-            raise DataError(f"two HR images share the name {f.stem}: {stems[f.stem]} and {f}")
-        stems[f.stem] = f
+    """The pairs of ``hr_dir`` (its images or its tree), LR from ``lr_dir`` or generated and cached."""
+    named = hr_images(hr_dir)
+    if lr_dir is None:
+        return _open_generated(hr_dir, named, scale, memory_bytes)
     budget = _Budget(memory_bytes)
+    files = [f for _, f in named]
     if lr_dir is not None:
         lr_files = [_lr_file(lr_dir, f.stem, scale) for f in files]
         file_pairs = list(zip(files, lr_files, strict=True))
         loaded = _imap(lambda fl: load_checked(fl[0].stem, fl[0], fl[1], scale), file_pairs)
-        entries = [
-            Entry(p.name, hf, lf, p.lr.shape[:2], budget.keep(p))
-            for p, (hf, lf) in zip(loaded, file_pairs, strict=True)
-        ]
-        return PairedImages(str(hr_dir), scale, entries)
-
-    # Generated LR: decode and check every HR image before writing anything.
-    kept: list[np.ndarray | None] = []
-    for f, hr in zip(files, _imap(read_image, files), strict=True):
-        if min(hr.shape[:2]) < scale:
-            raise DataError(f"HR image {f} ({hr.shape[1]}x{hr.shape[0]}) is smaller than the scale {scale}")
-        kept.append(hr if budget.keep(Pair(f.stem, hr[:0], hr)) is not None else None)
-    cache, budget = _lr_cache_dir(hr_dir, scale), _Budget(memory_bytes)
-    entries = []
-    for f, hr in zip(files, kept, strict=True):
-        hr = read_image(f) if hr is None else hr
-        lr_path, lr = cache / f"{f.stem}x{scale}.png", None
-        if lr_path.is_file() and lr_path.stat().st_mtime >= f.stat().st_mtime:
-            lr = read_cached(lr_path, hr, scale)
-        if lr is None:
-            lr = downscale(hr, scale)
-            lr_path = _write_cache(lr_path, lr, hr_dir, f, scale)
-        pair = Pair(f.stem, lr, modcrop(hr, scale))
-        entries.append(Entry(f.stem, f, lr_path, lr.shape[:2], budget.keep(pair)))
+    entries = [
+        Entry(p.name, hf, lf, p.lr.shape[:2], budget.keep(p)) for p, (hf, lf) in zip(loaded, file_pairs, strict=True)
+    ]
     return PairedImages(str(hr_dir), scale, entries)
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError:
-        return False
-    return True
+def _open_generated(hr_dir: Path, named: list[tuple[str, Path]], scale: int, memory_bytes: int) -> PairedImages:
+    """LR made by MATLAB bicubic, cached per HR file in the user cache. Every HR image is decoded and checked
+    before anything is written."""
+    budget = _Budget(memory_bytes)
+    kept: list[np.ndarray | None] = []
+    for (name, f), hr in zip(named, _imap(read_image, [f for _, f in named]), strict=True):
+        if min(hr.shape[:2]) < scale:
+            raise DataError(f"HR image {f} ({hr.shape[1]}x{hr.shape[0]}) is smaller than the scale {scale}")
+        kept.append(hr if budget.keep(Pair(name, hr[:0], hr)) is not None else None)
 
+    def lr_of(item: tuple[Path, np.ndarray | None]) -> tuple[np.ndarray, Path, np.ndarray]:
+        f, hr = item
+        hr = read_image(f) if hr is None else hr
+        path = lr_cache_file(f, scale)
+        lr = read_cached(path, hr, scale) if path.is_file() else None
+        if lr is None:
+            lr = downscale(hr, scale)
+            write_cached(path, lr, f)
+        return hr, path, lr
 
-def _lr_cache_dir(hr_dir: Path, scale: int) -> Path:
-    local = hr_dir / ".srnas_cache" / "LR_bicubic" / f"X{scale}"
-    if local.is_dir() or (os.access(hr_dir, os.W_OK) and _writable(local)):
-        return local
-    return _user_lr_cache(hr_dir, scale)
-
-
-def _user_lr_cache(hr_dir: Path, scale: int) -> Path:
-    key = hashlib.sha1(str(hr_dir.resolve()).encode()).hexdigest()[:12]
-    return cache_dir() / "lr" / f"{hr_dir.name}-{key}" / f"X{scale}"
-
-
-def _write_cache(path: Path, lr: np.ndarray, hr_dir: Path, hr_file: Path, scale: int) -> Path:
-    try:
-        write_image(path, lr)
-        return path
-    except OSError:
-        fallback = _user_lr_cache(hr_dir, scale) / path.name
-        try:
-            write_image(fallback, lr)
-        except OSError as exc:
-            raise DataError(f"cannot cache the LR image of {hr_file} at {path} or {fallback}: {exc}") from exc
+    budget, entries = _Budget(memory_bytes), []
+    items = [(f, hr) for (_, f), hr in zip(named, kept, strict=True)]
+    for (name, f), (hr, lr_path, lr) in zip(named, _imap(lr_of, items), strict=True):
+        pair = Pair(name, lr, modcrop(hr, scale))
+        entries.append(Entry(name, f, lr_path, lr.shape[:2], budget.keep(pair)))
+    return PairedImages(str(hr_dir), scale, entries)

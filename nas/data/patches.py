@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,16 +25,25 @@ class PatchBatches(torch.utils.data.Dataset):
 
     ``self[step]`` is ``(lr, hr)``: float tensors in [0, 1], ``B x 3 x P x P`` and
     ``B x 3 x (P*s) x (P*s)``, each patch a random crop of a random image under a random
-    flip/rotation. ``P`` is the LR patch size.
+    flip/rotation. ``P`` is the LR patch size. Images smaller than ``P`` (a folder tree mixes sizes: T91
+    has 78x78 images) are not sampled, with a warning naming them; when none is large enough it is a DataError.
     """
 
     def __init__(self, data: PairedImages, batch_size: int, patch_size: int, seed: int) -> None:
         if len(data) == 0:
             raise DataError(f"no training images in {data.source}")
         small = [(n, s) for n, s in zip(data.names, data.lr_shapes, strict=True) if min(s) < patch_size]
-        if small:
+        if len(small) == len(data):
             name, (h, w) = small[0]
             raise DataError(f"LR image {name} in {data.source} is {w}x{h}, smaller than the LR patch size {patch_size}")
+        if small:
+            names = ", ".join(f"{n} ({s[1]}x{s[0]})" for n, s in small[:3]) + (", ..." if len(small) > 3 else "")
+            warnings.warn(
+                f"{len(small)} of {len(data)} LR images in {data.source} are smaller than the LR patch size "
+                f"{patch_size} and are not sampled: {names}",
+                stacklevel=2,
+            )
+        self.indices = [i for i, s in enumerate(data.lr_shapes) if min(s) >= patch_size]
         self.data, self.batch_size, self.patch_size, self.seed = data, batch_size, patch_size, seed
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +51,7 @@ class PatchBatches(torch.utils.data.Dataset):
         p, s = self.patch_size, self.data.scale
         lrs, hrs = [], []
         for _ in range(self.batch_size):
-            pair = self.data.pair(int(rng.integers(len(self.data))))
+            pair = self.data.pair(self.indices[int(rng.integers(len(self.indices)))])
             h, w = pair.lr.shape[:2]
             y, x, t = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1)), int(rng.integers(_DIHEDRAL))
             lrs.append(dihedral(pair.lr[y : y + p, x : x + p], t))
