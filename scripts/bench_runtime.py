@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from bench_common import command_line, environment, make_parser, markdown_table, print_table, write_results
 from torch import nn
-from tqdm import tqdm
 
 from nas import zoo
 from nas.errors import SrnasError
 from nas.measure.profiler import Timing, check_device, measure_runtime
 from nas.paths import reference_dir
+from nas.progress import progress
 
 NAME = "runtime"
 BASELINE = "rfdn"
@@ -276,13 +276,13 @@ def measure_all(
 ) -> list[dict[str, Any]]:
     """One row per (device, size, variant, model), the models of one (device, size, variant) back to back."""
     rows = []
-    bar = tqdm(total=len(devices) * len(sizes) * len(variants) * len(models), desc="runtime", unit="run")
+    bar = progress(len(devices) * len(sizes) * len(variants) * len(models), desc="runtime", unit="run")
     for device in devices:
         on_device = {n: (copy.deepcopy(m).to(device), w) for n, (m, w) in models.items()}
         for group, label, size in sizes:
             for variant in variants:
                 for name, (model, weights) in on_device.items():
-                    bar.set_postfix_str(f"{device} {variant} {label} {name}", refresh=False)
+                    bar.set_postfix({"run": f"{device} {variant} {label} {name}"}, refresh=False)
                     row = {"device": device, "variant": variant, "model": name, "group": group, "size": label}
                     row.update(input_size=list(size), weights=weights, repeats=repeats, warmup=warmup)
                     row.update(measure_one(variant, model, size, device, repeats, warmup))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nas import data as D
+from nas.data import embedded, folders
 from nas.errors import DataError
 from nas.measure.images import modcrop, read_image, write_image
 from nas.measure.imresize import downscale
@@ -47,7 +48,7 @@ def test_plain_folder_with_lr_bicubic(tmp_path):
     np.testing.assert_array_equal(p.hr, modcrop(images[1], 4))
     np.testing.assert_array_equal(p.lr, downscale(images[1], 4))
     assert p.hr.shape == (40, 48, 3) and p.lr.shape == (10, 12, 3)
-    assert not (tmp_path / ".srnas_cache").exists()  # nothing generated when LR exists
+    assert not (tmp_path / "user_cache" / "lr").exists()  # nothing generated when LR exists
 
 
 def test_div2k_root_picks_split_and_sibling_lr(tmp_path):
@@ -80,31 +81,97 @@ def test_reference_set5_loads(reference):
 # ----------------------------------------------------------------------------- generated LR
 
 
-def test_generated_lr_is_cached_once(tmp_path, monkeypatch):
-    images = _hr_folder(tmp_path)
+def _cached_lr(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "user_cache" / "lr").rglob("*.png"))
+
+
+def test_generated_lr_is_cached_once_outside_the_folder(tmp_path, monkeypatch):
+    hr_dir = tmp_path / "hr"
+    images = _hr_folder(hr_dir)
     calls = []
-    real = D.downscale
-    monkeypatch.setattr(D, "downscale", lambda hr, s: calls.append(s) or real(hr, s))
-    pairs = D.open_pairs(tmp_path, 4)
-    cache = tmp_path / ".srnas_cache" / "LR_bicubic" / "X4"
-    assert sorted(p.name for p in cache.iterdir()) == ["0001x4.png", "0002x4.png", "0003x4.png"]
+    real = folders.downscale
+    monkeypatch.setattr(folders, "downscale", lambda hr, s: calls.append(s) or real(hr, s))
+    pairs = D.open_pairs(hr_dir, 4)
+    cached = _cached_lr(tmp_path)
+    assert sorted(p.name.split("-")[0] for p in cached) == ["0001", "0002", "0003"]
+    assert all(p.parent.parent.name == "X4" for p in cached)
+    assert sorted(p.name for p in hr_dir.iterdir()) == ["0001.png", "0002.png", "0003.png"]  # nothing written there
     np.testing.assert_array_equal(pairs.pair(2).lr, downscale(images[2], 4))
-    mtimes = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    mtimes = {p: p.stat().st_mtime_ns for p in cached}
     assert len(calls) == 3
-    again = D.open_pairs(tmp_path, 4)
+    again = D.open_pairs(hr_dir, 4)
     assert len(calls) == 3  # read from the cache, not regenerated
-    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in _cached_lr(tmp_path)} == mtimes
     np.testing.assert_array_equal(again.pair(0).lr, pairs.pair(0).lr)
-    assert D.resolve_folder(tmp_path, 4)[1] is None  # the cache is not mistaken for an LR folder
+    assert D.resolve_folder(hr_dir, 4)[1] is None
 
 
-def test_generated_lr_falls_back_to_user_cache(tmp_path):
+def test_changed_hr_image_gets_a_new_lr_image(tmp_path):
     hr_dir = tmp_path / "hr"
     _hr_folder(hr_dir, 1)
-    (hr_dir / ".srnas_cache").write_text("not a folder")  # the local cache cannot be created
     D.open_pairs(hr_dir, 2)
-    cached = list((tmp_path / "user_cache" / "lr").rglob("*.png"))
-    assert [p.name for p in cached] == ["0001x2.png"] and cached[0].parent.name == "X2"
+    new = _image(99, 30, 34)
+    write_image(hr_dir / "0001.png", new)  # new size and mtime: a new key
+    np.testing.assert_array_equal(D.open_pairs(hr_dir, 2).pair(0).lr, downscale(new, 2))
+    assert len(_cached_lr(tmp_path)) == 2
+
+
+def _tree(root: Path) -> dict[str, np.ndarray]:
+    images = {"T91/t1": _image(1, 24, 28), "T91/t2": _image(2, 20, 20), "BSDS/sub/0042": _image(3, 32, 24)}
+    for name, img in images.items():
+        write_image(root / f"{name}.png", img)
+    write_image(root / "BSDS" / "0007.jpg", _image(4, 16, 16))  # JPEG too
+    images["BSDS/0007"] = read_image(root / "BSDS" / "0007.jpg")
+    (root / "T91" / "SHA256SUMS").write_text("not an image\n")
+    write_image(root / ".hidden" / "x.png", _image(5, 8, 8))  # skipped
+    return images
+
+
+def test_folder_tree_every_image_in_its_subfolders(tmp_path):
+    images = _tree(tmp_path / "train")
+    pairs = D.open_pairs(tmp_path / "train", 4)
+    assert pairs.names == ["BSDS/0007", "BSDS/sub/0042", "T91/t1", "T91/t2"]
+    for p in pairs.pairs():
+        np.testing.assert_array_equal(p.hr, modcrop(images[p.name], 4))
+        np.testing.assert_array_equal(p.lr, downscale(images[p.name], 4))
+    assert not D.has_split(tmp_path / "train", "val")
+    with pytest.raises(DataError, match="tree of HR images: it has no val split"):
+        D.open_pairs(tmp_path / "train", 4, "val")
+    assert D.PatchBatches(pairs, 2, 4, seed=0)[0][1].shape == (2, 3, 16, 16)
+
+
+def test_read_only_tree_is_never_written(tmp_path):
+    root = tmp_path / "ro"
+    images = _tree(root)
+    folders_ = [p for p in [root, *root.rglob("*")] if p.is_dir()]
+    before = sorted(str(p) for p in root.rglob("*"))  # the check that counts (root ignores the mode bits)
+    for p in sorted(folders_, reverse=True):
+        p.chmod(0o555)
+    try:
+        pairs = D.open_pairs(root, 2)
+        again = D.open_pairs(root, 2)
+    finally:
+        for p in folders_:
+            p.chmod(0o755)
+    assert sorted(str(p) for p in root.rglob("*")) == before
+    assert len(_cached_lr(tmp_path)) == len(images)
+    np.testing.assert_array_equal(again.pair(3).lr, pairs.pair(3).lr)
+    np.testing.assert_array_equal(pairs.pair(3).lr, downscale(images["T91/t2"], 2))
+
+
+def test_unwritable_cache_names_the_way_out(tmp_path, monkeypatch):
+    _hr_folder(tmp_path / "hr", 1)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("SRNAS_CACHE_DIR", str(tmp_path / "file" / "cache"))  # under a file: cannot be created
+    with pytest.raises(DataError, match="cannot cache the LR image of .*0001.png.*SRNAS_CACHE_DIR"):
+        D.open_pairs(tmp_path / "hr", 2)
+
+
+def test_tree_with_two_files_of_one_name(tmp_path):
+    write_image(tmp_path / "a" / "x.png", _image(1, 8, 8))
+    write_image(tmp_path / "a" / "x.jpg", _image(2, 8, 8))
+    with pytest.raises(DataError, match="two HR images share the name a/x"):
+        D.open_pairs(tmp_path, 2)
 
 
 def test_memory_budget_zero_decodes_on_demand(tmp_path):
@@ -131,8 +198,7 @@ def test_truncated_hr_names_file_and_writes_nothing(tmp_path):
     bad.write_bytes(bad.read_bytes()[:200])
     with pytest.raises(DataError, match="0002.png"):
         D.open_pairs(tmp_path, 4)
-    cache = tmp_path / ".srnas_cache" / "LR_bicubic" / "X4"
-    assert not cache.exists() or not any(cache.iterdir())
+    assert _cached_lr(tmp_path) == []
 
 
 def test_truncated_lr_names_file(tmp_path):
@@ -178,6 +244,16 @@ def test_patch_larger_than_image(tmp_path):
         D.PatchBatches(D.open_pairs(tmp_path, 4), 2, 12, seed=0)
 
 
+def test_images_smaller_than_the_patch_are_not_sampled(tmp_path):
+    write_image(tmp_path / "a" / "small.png", _image(1, 16, 16))
+    write_image(tmp_path / "b" / "big.png", _image(2, 64, 64))
+    with pytest.warns(UserWarning, match=r"1 of 2 LR images .* not sampled: a/small \(8x8\)"):
+        batches = D.PatchBatches(D.open_pairs(tmp_path, 2), 4, 12, seed=0)
+    assert batches.indices == [1]
+    for step in range(3):
+        assert batches[step][0].shape == (4, 3, 12, 12)
+
+
 # ----------------------------------------------------------------------------- embedded
 
 
@@ -186,10 +262,10 @@ def embedded_x4(tmp_path_factory):
     cache = tmp_path_factory.mktemp("embedded_cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("SRNAS_CACHE_DIR", str(cache))
-    D._embedded_pair.cache_clear()
+    embedded._embedded_pair.cache_clear()
     yield D.open_pairs("embedded", 4, "train"), D.open_pairs("embedded", 4, "val"), cache
     mp.undo()
-    D._embedded_pair.cache_clear()
+    embedded._embedded_pair.cache_clear()
 
 
 def test_embedded_split(embedded_x4):
@@ -211,8 +287,8 @@ def test_embedded_is_deterministic_and_cached_on_disk(embedded_x4, monkeypatch):
     cached = cache / "embedded" / "LR_bicubic" / "X4" / "coffeex4.png"
     np.testing.assert_array_equal(read_image(cached), val.pair(1).lr)
     monkeypatch.setenv("SRNAS_CACHE_DIR", str(cache))
-    monkeypatch.setattr(D, "downscale", None)  # must not be needed: LR comes from the disk cache
-    D._embedded_pair.cache_clear()
+    monkeypatch.setattr(embedded, "downscale", None)  # must not be needed: LR comes from the disk cache
+    embedded._embedded_pair.cache_clear()
     again = D.open_pairs("embedded", 4, "val")
     np.testing.assert_array_equal(again.pair(1).lr, val.pair(1).lr)
     np.testing.assert_array_equal(again.pair(0).hr, val.pair(0).hr)

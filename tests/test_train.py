@@ -14,6 +14,7 @@ from torch import nn
 
 from nas import data as D
 from nas.errors import CheckpointError, SrnasError
+from nas.measure.evaluate import mean_psnr
 from nas.measure.images import write_image
 from nas.train import (
     CHECKPOINT_FILE,
@@ -21,7 +22,6 @@ from nas.train import (
     RESULT_FILE,
     TrainConfig,
     charbonnier_loss,
-    evaluate,
     l1_loss,
     l2_loss,
     lr_at,
@@ -129,10 +129,10 @@ def test_bad_config(kw, match):
 def test_training_improves_psnr(dataset, tmp_path):
     val = D.validation_pairs(dataset)
     model = _model()
-    before = evaluate(model, val, SCALE)
+    before = mean_psnr(model, val, SCALE)
     cfg = _cfg(steps=60, lr=1e-2, batch_size=4, ckpt_every=100, log_every=20, val_every=30)
     result = train(model, dataset, cfg, tmp_path, val_data=val)
-    assert result.final_psnr == pytest.approx(evaluate(model, val, SCALE))
+    assert result.final_psnr == pytest.approx(mean_psnr(model, val, SCALE))
     assert result.final_psnr > before + 1.0
     assert result.best_psnr >= result.final_psnr and result.best_step in (30, 60)
     with open(tmp_path / LOG_FILE) as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,15 @@ from nas.errors import DataError
 from nas.io import atomic_with
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An aligned pair: ``lr`` is HxWx3 uint8, ``hr`` is (H*scale)x(W*scale)x3 uint8."""
+
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray
 
 
 def read_image(path: str | Path) -> np.ndarray:

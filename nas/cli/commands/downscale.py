@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm import tqdm
-
 from nas.errors import DataError
 from nas.measure.images import list_images, read_image, write_image
 from nas.measure.imresize import downscale
+from nas.progress import track
 
 
 def register(sub) -> None:
@@ -37,11 +36,11 @@ def run(args) -> int:
     if clashes:
         raise DataError(f"several images in {src} would be written to the same file: {', '.join(clashes)}")
     # Read every input once before writing anything, so a bad file leaves the output untouched.
-    for f in tqdm(files, desc="checking", unit="img", leave=False):
+    for f in track(files, desc="checking", unit="img", leave=False):
         h, w = read_image(f).shape[:2]
         if min(h, w) < scale:
             raise DataError(f"image {f} ({w}x{h}) is smaller than the scale {scale}")
-    for f, target in tqdm(list(zip(files, targets, strict=True)), desc=f"downscale x{scale}", unit="img"):
+    for f, target in track(list(zip(files, targets, strict=True)), desc=f"downscale x{scale}", unit="img"):
         write_image(target, downscale(read_image(f), scale))
     print(f"wrote {len(files)} LR x{scale} images to {dst}")
     return 0

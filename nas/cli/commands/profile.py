@@ -7,11 +7,11 @@ import importlib
 from typing import Any
 
 from torch import nn
-from tqdm import tqdm
 
 from nas.cli.commands._common import print_json
 from nas.errors import SrnasError
-from nas.measure.profiler import Profile, check_device, profile_model
+from nas.measure.profiler import DEFAULT_INPUT_SIZE, Profile, check_device, profile_model
+from nas.progress import track
 
 COUNT_KEYS = ("params", "flops", "flops_fvcore", "activations", "num_conv")
 
@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument(
         "--size",
         type=_size,
-        default=(256, 256),
+        default=DEFAULT_INPUT_SIZE[1:],
         metavar="N|HxW",
         help="LR input height and width (default 256, the challenge size)",
     )
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     zoo = importlib.import_module("nas.zoo")
     rows = []
-    for name in tqdm(zoo.list_zoo(), desc="profile", unit="model", disable=None):
+    for name in track(zoo.list_zoo(), desc="profile", unit="model"):
         prof = profile_model(zoo.build_zoo_model(name), **options)
         rows.append({"model": name, **prof.to_dict(), "matches_reference": _matches(prof, zoo, name)})
     if args.json:
@@ -97,10 +97,10 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _matches(prof: Profile, zoo: Any, name: str) -> bool | None:
-    """Whether the counts equal the zoo's official numbers at 3x256x256 (None when not comparable)."""
+    """Whether the counts equal the zoo's official numbers (at the default size; None when not comparable)."""
     ref = zoo.reference_profile(name)
     keys = [k for k in COUNT_KEYS if k in ref]
-    if prof.input_size != (3, 256, 256) or not keys:
+    if prof.input_size != DEFAULT_INPUT_SIZE or not keys:
         return None
     return all(getattr(prof, k) == ref[k] for k in keys)
 

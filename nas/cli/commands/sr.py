@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm import tqdm
-
 from nas.cli.commands._common import add_device_arg, add_model_args, resolve_device
 from nas.measure.images import list_images, read_image, write_image
+from nas.progress import track
 from nas.zoo.resolve import load_model
 
 
@@ -29,7 +28,7 @@ def run(args) -> int:
     loaded = load_model(args.model, args.weights, pretrained=True)
     model = loaded.model.to(device)
     out_dir = Path(args.output)
-    for path, lr in tqdm(list(zip(files, images, strict=True)), desc="sr", unit="img"):
+    for path, lr in track(list(zip(files, images, strict=True)), desc="sr", unit="img"):
         write_image(out_dir / f"{path.stem}.png", super_resolve(model, lr, device))
     print(f"wrote {len(files)} images to {out_dir}")
     return 0

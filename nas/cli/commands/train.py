@@ -24,15 +24,21 @@ def register(sub) -> None:
         help="train a model (zoo name, spec file or model folder) on SR data",
         description=(
             "Train MODEL on random LR/HR patches. --data is 'embedded' (photos bundled with scikit-image, "
-            "no download) or a folder in the DIV2K layout (HR images + LR_bicubic/X<s>; missing LR images "
-            "are made with MATLAB bicubic and cached). Running the same command again with the same --output "
-            "resumes from its checkpoint. The output folder holds spec.yaml + weights.safetensors (usable as "
-            "MODEL by every command), checkpoint.pt, train_log.csv and train_result.json."
+            "no download), a folder in the DIV2K layout (HR images + LR_bicubic/X<s>) or a folder tree of HR "
+            "images (every image in its subfolders); missing LR images are made with MATLAB bicubic and cached "
+            "in the user cache (SRNAS_CACHE_DIR, ~/.cache/srnas), never in DIR. Running the same command again "
+            "with the same --output resumes from its checkpoint. The output folder holds spec.yaml + "
+            "weights.safetensors (usable as MODEL by every command), checkpoint.pt, train_log.csv and "
+            "train_result.json."
         ),
     )
     p.add_argument("model", metavar="MODEL", help="zoo name, spec file (.yaml/.json) or model folder")
     p.add_argument("--weights", help="initial weights (default: the folder's own weights, or random init)")
-    p.add_argument("--data", default=EMBEDDED, help="training data: DIR or 'embedded' (default)")
+    p.add_argument(
+        "--data",
+        default=EMBEDDED,
+        help="training data: 'embedded' (default), a DIV2K-layout folder or a folder tree of HR images",
+    )
     p.add_argument(
         "--val",
         help="validation data: DIR, 'embedded' or 'none' (default: the val split of --data when it has one)",
