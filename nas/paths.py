@@ -42,9 +42,12 @@ def results_dir(default: Path | None = None) -> Path:
 
 
 def home_dir() -> Path:
-    """``SRNAS_HOME`` or ``~/.cache/srnas``: the per-user cache (downloaded weights, LR images of read-only data)."""
+    """``SRNAS_HOME``, else ``$XDG_CACHE_HOME/srnas`` or ``~/.cache/srnas``: the per-user cache (downloaded
+    weights, generated LR images)."""
     env = os.environ.get("SRNAS_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "srnas"
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "srnas"
 
 
 def builtin_spaces() -> dict[str, Path]:

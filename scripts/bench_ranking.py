@@ -49,13 +49,14 @@ from nas.cli.commands.search import find_space
 from nas.device import resolve_device
 from nas.errors import SrnasError
 from nas.io import atomic_write
+from nas.measure.evaluate import mean_psnr
 from nas.measure.profiler import count_complexity
 from nas.models.network import build
 from nas.paths import REPO_ROOT, results_dir
 from nas.search.options import SupernetTraining
 from nas.search.run import SUPERNET_WEIGHTS, train_supernet
 from nas.search.space import SearchSpace, load_space, parse_space
-from nas.train import evaluate, train
+from nas.train import train
 
 NAME = "ranking"
 # ~0.3 s per step (batch 16, LR patch 24) on a free 2-core CPU: 8 x 800 steps ~ 32 min, + ~8 min for quick's
@@ -121,7 +122,7 @@ def train_standalone(
     result = train(model, evaluator.train_data, cfg, folder, val_data=evaluator.val)
     psnr = result.final_psnr
     if psnr is None:  # only when a finished run's state lacks it
-        psnr = evaluate(model, evaluator.val, space.scale, device)
+        psnr = mean_psnr(model, evaluator.val, space.scale, device)
     return run_id, float(psnr), result.seconds
 
 

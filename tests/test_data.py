@@ -16,7 +16,7 @@ from nas.measure.imresize import downscale
 
 @pytest.fixture(autouse=True)
 def _user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SRNAS_CACHE_DIR", str(tmp_path / "user_cache"))
+    monkeypatch.setenv("SRNAS_HOME", str(tmp_path / "user_cache"))
 
 
 def _image(seed: int, h: int, w: int) -> np.ndarray:
@@ -162,8 +162,8 @@ def test_read_only_tree_is_never_written(tmp_path):
 def test_unwritable_cache_names_the_way_out(tmp_path, monkeypatch):
     _hr_folder(tmp_path / "hr", 1)
     (tmp_path / "file").write_text("x")
-    monkeypatch.setenv("SRNAS_CACHE_DIR", str(tmp_path / "file" / "cache"))  # under a file: cannot be created
-    with pytest.raises(DataError, match="cannot cache the LR image of .*0001.png.*SRNAS_CACHE_DIR"):
+    monkeypatch.setenv("SRNAS_HOME", str(tmp_path / "file" / "cache"))  # under a file: cannot be created
+    with pytest.raises(DataError, match="cannot cache the LR image of .*0001.png.*SRNAS_HOME"):
         D.open_pairs(tmp_path / "hr", 2)
 
 
@@ -261,7 +261,7 @@ def test_images_smaller_than_the_patch_are_not_sampled(tmp_path):
 def embedded_x4(tmp_path_factory):
     cache = tmp_path_factory.mktemp("embedded_cache")
     mp = pytest.MonkeyPatch()
-    mp.setenv("SRNAS_CACHE_DIR", str(cache))
+    mp.setenv("SRNAS_HOME", str(cache))
     embedded._embedded_pair.cache_clear()
     yield D.open_pairs("embedded", 4, "train"), D.open_pairs("embedded", 4, "val"), cache
     mp.undo()
@@ -286,7 +286,7 @@ def test_embedded_is_deterministic_and_cached_on_disk(embedded_x4, monkeypatch):
     _, val, cache = embedded_x4
     cached = cache / "embedded" / "LR_bicubic" / "X4" / "coffeex4.png"
     np.testing.assert_array_equal(read_image(cached), val.pair(1).lr)
-    monkeypatch.setenv("SRNAS_CACHE_DIR", str(cache))
+    monkeypatch.setenv("SRNAS_HOME", str(cache))
     monkeypatch.setattr(embedded, "downscale", None)  # must not be needed: LR comes from the disk cache
     embedded._embedded_pair.cache_clear()
     again = D.open_pairs("embedded", 4, "val")

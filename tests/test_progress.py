@@ -84,7 +84,7 @@ def test_mode_override(monkeypatch):
 
 def test_training_off_a_terminal_logs_plain_lines(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SRNAS_PROGRESS", raising=False)
-    monkeypatch.setenv("SRNAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SRNAS_HOME", str(tmp_path / "cache"))
     for i in range(2):
         write_image(tmp_path / "hr" / f"{i}.png", torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8).numpy())
     torch.manual_seed(0)

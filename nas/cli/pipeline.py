@@ -104,8 +104,9 @@ class _Stage:
 
 def _final_model(stage: _Stage, trial: int, searched: pd.Series) -> dict[str, Any]:
     """Prune, fine-tune and export one picked model; returns its row of the final trials table."""
+    from nas.measure.evaluate import mean_psnr
     from nas.measure.profiler import profile_model
-    from nas.train import TrainConfig, evaluate, train
+    from nas.train import TrainConfig, train
     from nas.zoo.resolve import load_model
     from pruning.schedule import PruneConfig, prune
 
@@ -152,7 +153,7 @@ def _final_model(stage: _Stage, trial: int, searched: pd.Series) -> dict[str, An
     return {
         "trial": trial,
         "state": "COMPLETE",
-        "psnr": evaluate(model, stage.val, space.scale),
+        "psnr": mean_psnr(model, stage.val, space.scale),
         "runtime_ms": timed.runtime_ms,
         **{k: getattr(counts, k) for k in ("activations", "params", "flops", "flops_fvcore", "num_conv")},
         "genotype": genotype(spec),  # base genotype + its pruning plan (nas.models.genotype)

@@ -19,7 +19,7 @@
 An LR image for HR ``0001.png`` is ``0001x{s}.<ext>`` or ``0001.<ext>``; its size must be the HR
 size // s (the HR image is cropped to a multiple of s). When no LR folder exists, LR images are
 made with MATLAB bicubic (``nas.measure.imresize.downscale``) and cached per HR file in the user
-cache, ``cache_dir()/lr`` (``SRNAS_CACHE_DIR``, else ``~/.cache/srnas``), keyed by the file's absolute
+cache, ``cache_dir()/lr`` (``SRNAS_HOME``, else ``~/.cache/srnas``), keyed by the file's absolute
 path, size and modification time: nothing is ever written into the data folder, which may be
 read-only. Every image is decoded and checked before anything is written, so bad input gives one
 ``DataError`` naming the file. Sets whose decoded size fits ``memory_bytes`` stay in memory; larger

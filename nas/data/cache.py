@@ -7,24 +7,20 @@ The file of an HR image is keyed by its absolute path and its size and modificat
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 
 from nas.errors import DataError
 from nas.measure.images import read_image, write_image
+from nas.paths import home_dir
 
 LR_CACHE_VERSION = 1  # part of every key: bump it when the generated LR images change
 
 
 def cache_dir() -> Path:
-    """Per-user cache: ``SRNAS_CACHE_DIR``, else ``$XDG_CACHE_HOME/srnas``, else ``~/.cache/srnas``."""
-    env = os.environ.get("SRNAS_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "srnas"
+    """Per-user cache (``nas.paths.home_dir``: ``SRNAS_HOME``, else ``$XDG_CACHE_HOME/srnas`` or ``~/.cache/srnas``)."""
+    return home_dir()
 
 
 def read_cached(path: Path, hr: np.ndarray, scale: int) -> np.ndarray | None:
@@ -50,5 +46,5 @@ def write_cached(path: Path, lr: np.ndarray, hr_file: Path) -> None:
         write_image(path, lr)
     except OSError as exc:
         raise DataError(
-            f"cannot cache the LR image of {hr_file} at {path}: {exc}; set SRNAS_CACHE_DIR to a writable folder"
+            f"cannot cache the LR image of {hr_file} at {path}: {exc}; set SRNAS_HOME to a writable folder"
         ) from exc

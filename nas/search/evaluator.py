@@ -20,8 +20,7 @@ import torch
 from nas.data import EMBEDDED, open_pairs, validation_pairs
 from nas.errors import SrnasError
 from nas.io import atomic_write
-from nas.measure.images import to_tensor, to_uint8
-from nas.measure.metrics import psnr
+from nas.measure.evaluate import mean_psnr
 from nas.models.checkpoint import read_state_dict
 from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace
@@ -90,14 +89,7 @@ class Evaluator:
 
     @torch.inference_mode()
     def _psnr(self, model: torch.nn.Module) -> float:
-        scores = []
-        for pair in self.val:
-            out = model(to_tensor(pair.lr).to(self.device))
-            if not torch.isfinite(out).all():
-                raise SrnasError(f"the subnet's output on {pair.name} is not finite (diverged weights?)")
-            sr = to_uint8(out)
-            scores.append(psnr(sr, pair.hr, crop_border=self.space.scale, test_y_channel=True))
-        return float(sum(scores) / len(scores))
+        return mean_psnr(model, self.val, self.space.scale, self.device, check_finite=True)
 
     def evaluate(self, choice: dict[str, Any]) -> dict[str, Any]:
         """Metrics of one architecture: psnr, runtime_ms, activations, params, FLOPs, #conv and timings."""

@@ -26,7 +26,7 @@ def register(sub) -> None:
             "Train MODEL on random LR/HR patches. --data is 'embedded' (photos bundled with scikit-image, "
             "no download), a folder in the DIV2K layout (HR images + LR_bicubic/X<s>) or a folder tree of HR "
             "images (every image in its subfolders); missing LR images are made with MATLAB bicubic and cached "
-            "in the user cache (SRNAS_CACHE_DIR, ~/.cache/srnas), never in DIR. Running the same command again "
+            "in the user cache (SRNAS_HOME, ~/.cache/srnas), never in DIR. Running the same command again "
             "with the same --output resumes from its checkpoint. The output folder holds spec.yaml + "
             "weights.safetensors (usable as MODEL by every command), checkpoint.pt, train_log.csv and "
             "train_result.json."
