@@ -50,7 +50,8 @@ Modules:
     interleaved runtime measurements of two models (``measure_runtimes``).
 ``nas.models.pruned`` -- the plan format (module docstring), ``apply_plan(model, plan)`` (called by
     ``nas.models.network.SRNet`` for specs with a ``pruned`` key), ``encode_indices``/``decode_indices``,
-    ``PrunedConv2d``/``PrunedBatchNorm2d`` (gather/scatter), ``SPLIT_ADAPTERS`` (IMDB).
+    ``PrunedConv2d``/``PrunedBatchNorm2d`` (gather/scatter), the block declarations ``image_space`` and
+    ``split_sizes`` (``is_image_space``, ``declared_splits``).
 """
 
 from nas.models.pruned import apply_plan, decode_indices, encode_indices
