@@ -27,13 +27,13 @@ Defaults (3 rounds x 150 steps + 1500 final steps, batch 8 of 32x32 LR patches, 
 
 
 def register(sub) -> None:
-    from pruning.schedule import COSTS, IMPORTANCES, PruneConfig
+    from pruning.config import COSTS, IMPORTANCES, TARGETS, PruneConfig
 
     d = PruneConfig(target=0.5)
     p = sub.add_parser("prune", help="prune a trained model to a target and fine-tune it", description=_DESCRIPTION)
     p.add_argument("model", metavar="MODEL", help="zoo name, spec file (.yaml/.json) or model folder")
     p.add_argument("--weights", help="trained weights: official .pth/.pt or srnas .safetensors (a folder's own)")
-    for metric in ("activations", "params", "flops", "runtime"):
+    for metric in TARGETS:
         p.add_argument(f"--target-{metric}", type=float, metavar="F", help=f"keep this fraction of the {metric}")
     p.add_argument("--output", required=True, help="output folder (continued when it holds a state.json)")
     p.add_argument("--mode", choices=("coupled", "fine"), default=d.mode, help="gate granularity (pruning.gates)")
@@ -67,9 +67,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pruning.schedule import PruneConfig, parse_target, prune
+    from pruning.config import PruneConfig, parse_prune_target
+    from pruning.schedule import prune
 
-    metric, fraction = parse_target(
+    metric, fraction = parse_prune_target(
         activations=args.target_activations,
         params=args.target_params,
         flops=args.target_flops,
