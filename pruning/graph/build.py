@@ -60,7 +60,7 @@ def _check_declared_splits(tracer: Tracer) -> None:
             bad.add(module)
     for module, _, pieces in tracer.splits:
         if module in bad:
-            reason = f"channel splits in {module} differ from its split_sizes"
+            reason = f"channel splits in {module or '(model)'} differ from its split_sizes"
             tracer.nodes.freeze(np.concatenate(pieces), reason)
     tracer.splits = [s for s in tracer.splits if s[0] not in bad]
 

@@ -80,9 +80,14 @@ class Tracer:
     # ------------------------------------------------------------------ bookkeeping
 
     @property
+    def path(self) -> str:
+        """The path of the innermost module running now (``""``: the model itself)."""
+        return self.stack[-1] if self.stack else ""
+
+    @property
     def where(self) -> str:
-        """The innermost module running now."""
-        return (self.stack[-1] if self.stack else "") or "(model)"
+        """``path`` for messages."""
+        return self.path or "(model)"
 
     def track(self, t: torch.Tensor, nodes: np.ndarray) -> None:
         self.tmap[id(t)] = nodes
@@ -328,10 +333,10 @@ class Tracer:
                     self.freeze_op(name, [x], [t])
             return
         pieces = _pieces(name, args, kwargs, nodes, outputs)
-        module = self.modules.get(self.where)
-        if name in RESIZABLE_SELECTS and declared_splits(module) is not None:
-            self.splits.append((self.where, self.split_count[self.where], pieces))
-            self.split_count[self.where] += 1
+        path = self.path
+        if name in RESIZABLE_SELECTS and declared_splits(self.modules.get(path)) is not None:
+            self.splits.append((path, self.split_count[path], pieces))
+            self.split_count[path] += 1
         else:
             self.nodes.freeze(nodes, f"channel {name} in {self.where} (the module declares no split_sizes)")
             self.unknown[f"channel {name}"] += 1
