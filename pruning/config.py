@@ -27,6 +27,9 @@ class PruneConfig:
     weights are not pulled off their task, and a pruned RFDN recovers faster with it (measured, 400 steps after
     a one-shot 0.75-activations pruning: Set5 +1.63 dB at 1e-4, +2.07 dB at 5e-4, +2.13 dB at 1e-3, +1.96 dB at
     2e-3).
+
+    ``reconstruct``: after each round's pruning, refit every conv that reads pruned channels by least squares
+    to the unpruned model's features (``pruning.reconstruct``) on ``reconstruct_patches`` LR patches.
     """
 
     target: float
@@ -44,6 +47,9 @@ class PruneConfig:
     lr: float = 5e-4
     final_lr: float | None = None  # None: lr
     gt_weight: float = 0.0  # share of the ground truth in the fine-tune target (0: pure distillation)
+    reconstruct: bool = False  # least-squares refit of the convs reading pruned channels (pruning.reconstruct)
+    reconstruct_patches: int = 256
+    reconstruct_ridge: float = 1e-3
     input_size: tuple[int, int, int] = (3, 256, 256)  # costs and runtime are counted at 1 x input_size
     device: str = "auto"
     repeats: int = 10  # timed passes per runtime measurement
@@ -63,7 +69,7 @@ class PruneConfig:
         if self.cost is not None:
             _choice("cost metric", self.cost, COSTS)
         positive = ("round_to", "rounds", "score_batches", "batch_size", "patch_size", "repeats", "ckpt_every")
-        for name in positive:
+        for name in (*positive, "reconstruct_patches"):
             if int(getattr(self, name)) < 1:
                 raise SrnasError(f"pruning option {name} must be >= 1, got {getattr(self, name)}")
         for name in ("round_steps", "final_steps", "warmup"):
@@ -73,6 +79,8 @@ class PruneConfig:
             raise SrnasError("learning rates must be > 0")
         if not 0.0 <= self.gt_weight <= 1.0:
             raise SrnasError(f"gt_weight must be in [0, 1], got {self.gt_weight}")
+        if not self.reconstruct_ridge >= 0:
+            raise SrnasError(f"reconstruct_ridge must be >= 0, got {self.reconstruct_ridge}")
         if len(self.input_size) != 3 or min(self.input_size) < 1:
             raise SrnasError(f"input_size must be three positive integers (C, H, W), got {self.input_size}")
 

@@ -9,7 +9,9 @@ of the original's activations, params, FLOPs or measured runtime; ``pruning.conf
    ``cfg.cost`` (``pruning.importance.unit_costs``; default: the target metric, ``latency`` for runtime);
 2. **prune** the globally lowest-ranked entries (``pruning.select``) to the round's goal (goals go linearly from
    the original to the target over the rounds; ``pruning.calibrate`` for measured runtime targets);
-3. **fine-tune** ``round_steps`` steps with the shared train loop (``nas.train``, resumable in
+3. optionally **refit** the convs that read pruned channels by least squares (``cfg.reconstruct``,
+   ``pruning.reconstruct``);
+4. **fine-tune** ``round_steps`` steps with the shared train loop (``nas.train``, resumable in
    ``DIR/round_<k>/``), gates frozen, distilling from the unpruned model: target =
    ``(1 - gt_weight) * teacher(lr) + gt_weight * hr``.
 
@@ -46,18 +48,22 @@ from pruning.calibrate import measure_candidate, reachable_minimum, round_goal
 from pruning.config import PruneConfig
 from pruning.gates import GatedModel
 from pruning.importance import l1_importance, taylor_scores
+from pruning.reconstruct import reconstruct_gated
 from pruning.report import REPORT_JSON, stage_report, write_prune_report
 from pruning.select import Selector
 from pruning.shrink import shrink
 from pruning.state import (
+    RECONSTRUCTED_FILE,
     STATE_FILE,
     fingerprint,
     load_state,
+    load_weights,
     masks_from_data,
     masks_to_data,
     new_state,
     restore_round,
     round_dir,
+    save_reconstructed,
     save_state,
 )
 
@@ -191,7 +197,7 @@ def _rounds(run: _Run, on_round: Callable[[int, dict[str, Any]], bool | None] | 
         round_start = time.time()
         if len(rounds) >= k:  # chosen before an interruption: reuse exactly
             record = rounds[k - 1]
-            masks_from_data(run.gated, record["masks"])
+            _reuse_round(run, record)
         else:
             record = _prune_round(run, k)
             rounds.append(record)
@@ -218,7 +224,7 @@ def _target_met(state: dict[str, Any], cfg: PruneConfig) -> bool:
 
 
 def _prune_round(run: _Run, k: int) -> dict[str, Any]:
-    """Choose and apply round ``k``'s masks; the round's record."""
+    """Choose and apply round ``k``'s masks (then refit, when configured); the round's record."""
     t0 = time.time()
     cfg, gated, selector = run.cfg, run.gated, run.selector
     goal_fraction, goal = round_goal(selector, cfg, run.state, k, run.base_cost)
@@ -240,6 +246,8 @@ def _prune_round(run: _Run, k: int) -> dict[str, Any]:
         "masks": masks_to_data(gated),
         "done": False,
     }
+    if cfg.reconstruct:
+        record["reconstruct"] = _refit(run, k)
     if cfg.metric == "runtime":
         record.update(measure_candidate(gated, run.teacher, cfg, run.device))
         run.state["calibration"].append([selector.cost(nz), record["fraction"]])
@@ -247,6 +255,33 @@ def _prune_round(run: _Run, k: int) -> dict[str, Any]:
         record["val_psnr_pruned"] = evaluate(gated, run.val, run.data.scale, run.device)
     record["seconds"] = round(time.time() - t0, 2)
     return record
+
+
+def _refit(run: _Run, k: int) -> dict[str, Any]:
+    """Least-squares refit of round ``k`` (``pruning.reconstruct``); its weights are saved for resuming."""
+    cfg = run.cfg
+    summary = reconstruct_gated(
+        run.gated,
+        run.teacher,
+        run.data,
+        patches=cfg.reconstruct_patches,
+        patch_size=cfg.patch_size,
+        ridge=cfg.reconstruct_ridge,
+        seed=cfg.seed + 104729 * k,
+    )
+    save_reconstructed(run.gated, run.out, k)
+    return summary.to_dict()
+
+
+def _reuse_round(run: _Run, record: dict[str, Any]) -> None:
+    """A round whose masks were chosen before an interruption: the same masks (and refit weights)."""
+    masks_from_data(run.gated, record["masks"])
+    refit = round_dir(run.out, record["round"]) / RECONSTRUCTED_FILE
+    if run.cfg.reconstruct:
+        if refit.is_file():
+            load_weights(run.gated, refit, f"round {record['round']}'s refit weights")
+        else:  # interrupted between choosing the masks and saving the refit: do it again (deterministic)
+            record["reconstruct"] = _refit(run, record["round"])
 
 
 def _scores(gated: GatedModel, cfg: PruneConfig, data: PairedImages, round_index: int) -> np.ndarray:

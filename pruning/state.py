@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nas.errors import SrnasError
-from nas.io import atomic_json
+from nas.io import atomic_json, atomic_torch_save
 from nas.models.pruned import decode_indices, encode_indices
 from nas.train import CHECKPOINT_FILE
 from pruning.config import PruneConfig
@@ -26,6 +26,7 @@ from pruning.gates import GatedModel
 
 STATE_FILE = "state.json"
 FORMAT = "srnas-prune"
+RECONSTRUCTED_FILE = "reconstructed.pt"  # a round's weights right after its least-squares refit
 # fields that may change when a run is continued (they do not change the result)
 RESUMABLE = frozenset({"progress", "device", "report", "benchmarks"})
 
@@ -103,8 +104,13 @@ def masks_from_data(gated: GatedModel, data: dict[str, str]) -> None:
 
 
 def round_dir(out: Path, k: int) -> Path:
-    """Where round ``k`` keeps its fine-tune checkpoint."""
+    """Where round ``k`` keeps its fine-tune checkpoint (and its refit weights)."""
     return out / f"round_{k}"
+
+
+def save_reconstructed(gated: GatedModel, out: Path, k: int) -> None:
+    """The gated model's weights right after round ``k``'s least-squares refit."""
+    atomic_torch_save(round_dir(out, k) / RECONSTRUCTED_FILE, gated.state_dict())
 
 
 def load_weights(gated: GatedModel, path: Path, what: str) -> None:
@@ -120,5 +126,8 @@ def restore_round(gated: GatedModel, out: Path, record: dict[str, Any], cfg: Pru
     """Masks and weights at the end of a finished round."""
     masks_from_data(gated, record["masks"])
     k = record["round"]
-    if cfg.round_steps > 0:  # else nothing was trained: the weights are the original ones
+    if cfg.round_steps > 0:
         load_weights(gated, round_dir(out, k) / CHECKPOINT_FILE, f"round {k}")
+    elif cfg.reconstruct:
+        load_weights(gated, round_dir(out, k) / RECONSTRUCTED_FILE, f"round {k}'s refit weights")
+    # else nothing was trained: the weights are the original ones

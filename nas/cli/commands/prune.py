@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -56,6 +57,16 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help="fine-tune learning rate (cosine per round)")
     p.add_argument("--final-lr", type=float, help="learning rate of the final fine-tune (default --lr)")
     p.add_argument("--gt-weight", type=float, default=d.gt_weight, help="ground-truth share of the target (0..1)")
+    p.add_argument(
+        "--reconstruct",
+        action=argparse.BooleanOptionalAction,
+        default=d.reconstruct,
+        help="after each round's pruning, refit the convs reading pruned channels by least squares to the "
+        "unpruned model's features (pruning.reconstruct)",
+    )
+    p.add_argument(
+        "--reconstruct-patches", type=int, default=d.reconstruct_patches, help="LR calibration patches of the refit"
+    )
     p.add_argument("--size", type=int, default=d.input_size[1], help="LR input side for costs and runtime")
     p.add_argument("--repeats", type=int, default=d.repeats, help="timed passes per runtime measurement")
     p.add_argument("--bench", default=",".join(d.benchmarks), help="reference-kit sets in the report, or 'none'")
@@ -93,6 +104,8 @@ def run(args) -> int:
         lr=args.lr,
         final_lr=args.final_lr,
         gt_weight=args.gt_weight,
+        reconstruct=args.reconstruct,
+        reconstruct_patches=args.reconstruct_patches,
         input_size=(3, args.size, args.size),
         device=args.device,
         repeats=args.repeats,
