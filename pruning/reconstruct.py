@@ -34,7 +34,6 @@ from nas.errors import SrnasError
 from pruning.gates import GatedModel
 from pruning.shrink import layout
 
-
 IMPROVEMENT = 1e-6  # a refit is written when it lowers the calibration error by more than this share (no ties)
 
 
