@@ -16,7 +16,8 @@ Typical loop (the schedule, CLI and distillation build on these)::
 
 Modules:
 
-``pruning.graph`` -- ``analyze(model, example_size=(17, 19)) -> ChannelGraph``: channel *units* (union-find
+``pruning.graph`` (package: ops table, union-find, tracer, assembly, types) -- ``analyze(model,
+    example_size=(17, 19)) -> ChannelGraph``: channel *units* (union-find
     classes of channels that can only be pruned together) and *spaces* (units linked by residual adds,
     attention products, concatenations). ``ChannelGraph``: ``num_units``; per-unit numpy arrays
     ``unit_space``, ``unit_image``, ``unit_frozen``, ``unit_shared``, ``unit_private``, ``unit_prunable``,
@@ -36,24 +37,35 @@ Modules:
     channel to its flat entry. See the module docstring for exact fine/coupled semantics.
 ``pruning.importance`` -- flat per-entry scores (``per_gate`` splits by name; pruned entries score 0):
     ``TaylorImportance(gated)`` (``accumulate()`` after each backward, ``scores()``, ``reset()``: Gate
-    Decorator |g * dL/dg| summed over batches), ``l1_importance(gated)``; costs: ``cost_of(gated, metric,
-    input_size)`` with metric ``params|flops|activations|num_conv|latency`` or a ``{metric: weight}``
-    mapping (equal to ``nas.measure.profiler.count_complexity`` of the shrunk model), ``unit_costs(gated, metric,
-    input_size)`` (what pruning each entry alone saves), ``normalized(scores, costs)``, ``cost_model(gated,
-    input_size) -> CostModel`` (``counts(nz)``, ``cost(metric, nz)`` for hypothetical masks).
+    Decorator |g * dL/dg| summed over batches), ``taylor_scores(gated, data, ...)``, ``l1_importance(gated)``;
+    costs: ``cost_of(gated, metric, input_size)`` with metric ``params|flops|activations|num_conv|latency``
+    or a ``{metric: weight}`` mapping (equal to ``nas.measure.profiler.count_complexity`` of the shrunk
+    model), ``unit_costs(gated, metric, input_size)`` (what pruning each entry alone saves),
+    ``normalized(scores, costs)``, ``cost_model(gated, input_size) -> CostModel`` (``counts(nz)``,
+    ``cost(metric, nz)`` for hypothetical masks).
 ``pruning.shrink`` -- ``shrink(gated) -> (model, spec)``; ``make_plan(gated)`` (the ``pruned`` plan);
-    ``empty_convs(gated)`` (convs a mask pattern would empty; shrink refuses them); ``compose_plans``.
+    ``empty_convs(gated)`` (convs a mask pattern would empty; shrink refuses them); ``layout(gated)`` (which
+    channels each conv keeps); ``compose_plans``.
+``pruning.config`` -- ``PruneConfig`` (the schedule's options) and ``parse_prune_target(activations=,
+    params=, flops=, runtime=, default=None) -> (metric, fraction)``, the one parser of ``--target-*`` options.
+``pruning.select`` -- ``Selector``: which entries to prune to reach a goal on the cost model.
+``pruning.calibrate`` -- measured runtime targets: candidates timed beside the unpruned model, the latency
+    proxy calibrated to them, each round's goal, the reachable minimum.
+``pruning.state`` -- ``state.json`` (resume): fingerprint, masks as plain data, restoring a round.
 ``pruning.schedule`` -- ``prune(model, spec, PruneConfig(target=..., metric=...), output_dir, train_data=...,
     val_data=...) -> PruneResult``: rounds of score -> prune -> distillation fine-tune until the target holds,
     then shrink + final fine-tune; resumable through ``output_dir/state.json`` (what ``srnas prune`` runs).
-``pruning.report`` -- before / after pruning / after fine-tuning tables (``report.json``, ``report.md``) and
-    interleaved runtime measurements of two models (``measure_runtimes``).
+``pruning.report`` -- before / after pruning / after fine-tuning tables (``report.json``, ``report.md``;
+    ``write_prune_report``), the other mode's architecture timed beside, and interleaved runtime measurements
+    of several models (``measure_runtimes``).
 ``nas.models.pruned`` -- the plan format (module docstring), ``apply_plan(model, plan)`` (called by
     ``nas.models.network.SRNet`` for specs with a ``pruned`` key), ``encode_indices``/``decode_indices``,
-    ``PrunedConv2d``/``PrunedBatchNorm2d`` (gather/scatter), ``SPLIT_ADAPTERS`` (IMDB).
+    ``PrunedConv2d``/``PrunedBatchNorm2d`` (gather/scatter), the block declarations ``image_space`` and
+    ``split_sizes`` (``is_image_space``, ``declared_splits``).
 """
 
 from nas.models.pruned import apply_plan, decode_indices, encode_indices
+from pruning.config import PruneConfig, parse_prune_target
 from pruning.gates import Gate, GatedModel
 from pruning.graph import ChannelGraph, Space, analyze
 from pruning.importance import (
@@ -65,6 +77,7 @@ from pruning.importance import (
     l1_importance,
     normalized,
     per_gate,
+    taylor_scores,
     unit_costs,
 )
 from pruning.shrink import compose_plans, empty_convs, make_plan, shrink
@@ -75,6 +88,7 @@ __all__ = [
     "CostModel",
     "Gate",
     "GatedModel",
+    "PruneConfig",
     "Space",
     "TaylorImportance",
     "analyze",
@@ -88,7 +102,9 @@ __all__ = [
     "l1_importance",
     "make_plan",
     "normalized",
+    "parse_prune_target",
     "per_gate",
     "shrink",
+    "taylor_scores",
     "unit_costs",
 ]

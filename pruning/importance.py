@@ -5,7 +5,7 @@ a unit is one entry: one conv's output or input unit (fine) or one channel-space
 frozen units have no entries, so they are never scored. Pruned entries score 0.
 
 - ``TaylorImportance``: Gate Decorator's |g * dL/dg|, summed over the batches it has seen (call
-  ``accumulate()`` after each ``loss.backward()``).
+  ``accumulate()`` after each ``loss.backward()``); ``taylor_scores`` runs it over patch batches of a data set.
 - ``l1_importance``: the L1 norm of the conv weights each entry multiplies (rows for output units, columns
   for input units; coupled: all of them), the cheap data-free alternative.
 - ``CostModel`` / ``cost_of``: params, FLOPs, activations, #conv and a latency proxy of the model
@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas.data import PairedImages, PatchBatches
 from nas.errors import SrnasError
+from nas.train import l1_loss
 from pruning.gates import GatedModel
 from pruning.graph import COUNTED
 
@@ -63,6 +65,33 @@ class TaylorImportance:
     def reset(self) -> None:
         self.total.zero_()
         self.batches = 0
+
+
+def taylor_scores(
+    gated: GatedModel, data: PairedImages, batches: int, batch_size: int, patch_size: int, seed: int
+) -> np.ndarray:
+    """Gate Decorator scores over ``batches`` patch batches (ground-truth L1 loss, eval mode, weights untouched)."""
+    device = gated.gate_values.device
+    taylor = TaylorImportance(gated)
+    params = list(gated.model.parameters())
+    flags = [p.requires_grad for p in params]
+    was_training = gated.training
+    gated.eval()
+    for p in params:
+        p.requires_grad_(False)
+    gated.gate_values.requires_grad_(True)
+    try:
+        for _, lr, hr in PatchBatches(data, batch_size, patch_size, seed).iterate(0, batches):
+            gated.gate_values.grad = None
+            l1_loss(gated(lr.to(device)), hr.to(device)).backward()
+            taylor.accumulate()
+    finally:
+        gated.gate_values.requires_grad_(False)
+        gated.gate_values.grad = None
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+        gated.train(was_training)
+    return taylor.scores().numpy()
 
 
 def l1_importance(gated: GatedModel) -> torch.Tensor:

@@ -7,11 +7,16 @@ and after fine-tuning, as ``report.json`` + ``report.md`` in the output folder.
   repeat, in turn) so drift on a shared machine hits all of them alike; the median per architecture and its
   ratio to the first stage. Stages that share an architecture share its timing;
 - PSNR (Y, ``scale``-pixel border, uint8 outputs): the validation pairs (``nas.train.evaluate``) and the
-  benchmark folders (``nas.measure.evaluate.evaluate_folder``): Set5/Set14 of the reference kit when present.
+  benchmark folders (``nas.measure.evaluate.evaluate_folder``): Set5/Set14 of the reference kit when present;
+- ``stage_report``: the schedule's report, with the other pruning mode's architecture at the same target timed
+  in the same run (``other_mode_model``).
+
+(``write_prune_report`` writes a pruning run's report; ``nas.results.report`` renders search fronts.)
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import statistics
@@ -19,14 +24,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from nas.data import Pair
+from nas.errors import SrnasError
 from nas.io import atomic_write
 from nas.measure.evaluate import evaluate_folder
 from nas.measure.profiler import count_complexity, measure_runtime
 from nas.paths import reference_dir
 from nas.train import evaluate
+from pruning.config import PruneConfig
+from pruning.gates import GatedModel
+from pruning.importance import l1_importance
+from pruning.select import Selector
+from pruning.shrink import shrink
+from pruning.state import masks_from_data
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -213,7 +226,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: str | Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
+def write_prune_report(folder: str | Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
     """``report.json`` and ``report.md`` in ``folder``, each written atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -221,3 +234,91 @@ def write_report(folder: str | Path, report: Mapping[str, Any]) -> tuple[Path, P
     for path, text in zip(paths, (json.dumps(report, indent=2) + "\n", to_markdown(report)), strict=True):
         atomic_write(path, text)
     return paths
+
+
+def stage_report(
+    teacher: nn.Module,
+    small: nn.Module,
+    masks: dict[str, str],
+    state: dict[str, Any],
+    cfg: PruneConfig,
+    minimum: dict[str, Any],
+    device: torch.device,
+    val_data: Sequence[Pair] | None,
+    source: str | None,
+) -> dict[str, Any]:
+    """The report of a schedule: before / after pruning (the final masks on the original weights) / after
+    fine-tuning, plus the other mode's architecture at the same target (``other_mode_model``) timed beside."""
+    teacher = teacher.to(device)
+    spec = teacher.spec
+    # after pruning, before any fine-tuning: the final masks on the original weights
+    gated = GatedModel(copy.deepcopy(teacher), cfg.mode)
+    masks_from_data(gated, masks)
+    pruned, _ = shrink(gated)
+    gated.remove()
+    other = "fine" if cfg.mode == "coupled" else "coupled"
+    achieved = state["rounds"][-1]["counts"][cfg.proxy_metric] / state["baseline"][cfg.proxy_metric]
+    alt, notes = other_mode_model(teacher, cfg, other, achieved)
+    extra = {f"{other} mode, same {cfg.proxy_metric}": alt} if alt is not None else {}
+    stages = {"before": teacher, "after pruning": pruned, "after fine-tuning": small.to(device)}
+    rounds = [{k: v for k, v in r.items() if k != "masks"} for r in state["rounds"]]
+    info = {
+        "model": source or spec.get("name", "model"),
+        "mode": cfg.mode,
+        "target": {cfg.metric: cfg.target},
+        "importance": cfg.importance,
+        "cost": cfg.cost_metric,
+        "reachable_minimum": minimum["fraction"],
+        "rounds": rounds,
+        "final": state.get("final"),
+        "config": cfg.to_dict(),
+    }
+    report = make_report(
+        stages,
+        scale=spec["scale"],
+        input_size=cfg.input_size,
+        device=str(device),
+        val_pairs=val_data,
+        benchmarks=benchmark_folders(cfg.benchmarks, spec["scale"]),
+        same_architecture={"after fine-tuning": "after pruning"},
+        extra_runtime=extra,
+        repeats=cfg.repeats,
+        warmup=cfg.warmup,
+        info=info,
+    )
+    if extra:
+        ((name, row),) = report["runtime_extra"].items()
+        mine = report["stages"][-1]["runtime_ms"]
+        faster = cfg.mode if mine <= row["runtime_ms"] else other
+        report["mode_comparison"] = (
+            f"{faster} mode ran faster on {device}: {cfg.mode} (this run) {mine:.2f} ms, {other} "
+            f"{row['runtime_ms']:.2f} ms (a one-shot L1-ranked {other} pruning to the same {cfg.proxy_metric}, "
+            "timed in the same run; architecture only)"
+        )
+    report["notes"] = notes
+    return report
+
+
+def other_mode_model(
+    teacher: nn.Module, cfg: PruneConfig, other: str, achieved: float
+) -> tuple[nn.Module | None, list[str]]:
+    """The ``other`` mode's architecture at the same proxy fraction (one-shot, L1-ranked: architecture only),
+    or None with a note saying why there is none."""
+    notes = []
+    try:
+        other_gated = GatedModel(copy.deepcopy(teacher), other)
+        other_cfg = PruneConfig(**{**cfg.to_dict(), "mode": other, "importance": "l1", "target": 0.5})
+        sel = Selector(other_gated, other_cfg)
+        nz = sel.select(l1_importance(other_gated).numpy(), achieved * sel.cost(sel.nonzero()))
+        reached = sel.cost(nz) / sel.cost(sel.nonzero())
+        model = None
+        if reached <= achieved * 1.001:
+            with torch.no_grad():
+                other_gated.gate_mask.copy_(torch.from_numpy(nz))
+            model = shrink(other_gated)[0]
+        else:
+            notes.append(f"{other} mode cannot reach {achieved:.3f} of the {cfg.proxy_metric} (minimum {reached:.3f})")
+        other_gated.remove()
+        return model, notes
+    except SrnasError as exc:
+        return None, [f"{other} mode comparison skipped: {exc}"]

@@ -30,7 +30,7 @@ from nas.models.pruned import decode_indices, encode_indices
 from pruning.gates import GatedModel
 
 
-def _layout(gated: GatedModel) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, np.ndarray]]]:
+def layout(gated: GatedModel) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, np.ndarray]]]:
     """(effective gates + trailing 1, alive units, per conv: out_alive/out_keep/in_alive/in_keep bool arrays)."""
     eff = gated.effective().cpu().double().numpy()
     nz = eff != 0
@@ -56,7 +56,7 @@ def _layout(gated: GatedModel) -> tuple[np.ndarray, np.ndarray, dict[str, dict[s
 
 def empty_convs(gated: GatedModel) -> list[str]:
     """Convs that would keep no input or no output channel (``shrink`` refuses those patterns)."""
-    _, alive, convs = _layout(gated)
+    _, alive, convs = layout(gated)
     bad = [name for name, lay in convs.items() if not lay["out_keep"].any() or not lay["in_keep"].any()]
     bad += [c.name for c in gated.graph.convs.values() if c.kind == "depthwise" and not alive[c.out_units].any()]
     return bad
@@ -75,7 +75,7 @@ def make_plan(gated: GatedModel) -> dict[str, Any]:
             f"the gates remove every input or output channel of {len(empty)} conv(s): {', '.join(empty[:6])}; "
             "keep at least one channel per conv"
         )
-    _, alive, layouts = _layout(gated)
+    _, alive, layouts = layout(gated)
     graph = gated.graph
     convs: dict[str, Any] = {}
     norms: dict[str, Any] = {}

@@ -31,7 +31,7 @@ from nas.errors import SrnasError
 from nas.measure.profiler import count_complexity
 from nas.zoo.resolve import load_model
 from pruning.report import REPORT_JSON, benchmark_folders, measure_runtimes, psnr_scores
-from pruning.schedule import STATE_FILE
+from pruning.state import STATE_FILE
 
 NAME = "prune"
 DEFAULT_CASES = ("rfdn:0.82", "rfdn:0.75", "rfdn:fine:0.75", "rfdn:0.5", "pan:0.75", "imdn:0.75")

@@ -1,4 +1,5 @@
-"""The pruning schedule (pruning/schedule.py), its report (pruning/report.py) and ``srnas prune``."""
+"""The pruning schedule (pruning/schedule.py and its config, state, select, calibrate modules), its report
+(pruning/report.py) and ``srnas prune``."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from nas.measure.images import write_image
 from nas.measure.profiler import count_complexity, profile_model
 from nas.models.network import build
 from nas.zoo.resolve import load_model, save_model
+from pruning import calibrate as C
 from pruning import schedule as S
+from pruning.config import PruneConfig, PruneTargetError, parse_prune_target
 from pruning.report import make_report, to_markdown
-from pruning.schedule import STATE_FILE, PruneConfig, parse_target, prune
+from pruning.schedule import prune
+from pruning.state import STATE_FILE
 
 SCALE = 2
 SIZE = (3, 24, 24)  # costs counted at the LR size of the test images
@@ -118,11 +122,15 @@ def test_unreachable_and_bad_targets(data, tmp_path):
     for bad in (0, -0.5, 1.0, 1.5, float("nan"), True):
         with pytest.raises(SrnasError, match=r"fraction of the original model in \(0, 1\)"):
             _cfg(target=bad)
-    with pytest.raises(SrnasError, match="exactly one pruning target"):
-        parse_target(activations=0.5, flops=0.5)
-    with pytest.raises(SrnasError, match="got none"):
-        parse_target(activations=None, runtime=None)
-    assert parse_target(activations=None, runtime=0.5) == ("runtime", 0.5)
+    with pytest.raises(PruneTargetError, match="exactly one pruning target"):
+        parse_prune_target(activations=0.5, flops=0.5)
+    with pytest.raises(PruneTargetError, match="got none"):
+        parse_prune_target(activations=None, runtime=None)
+    assert parse_prune_target(activations=None, runtime=0.5) == ("runtime", 0.5)
+    assert parse_prune_target(params=0.6, default=("activations", 0.7)) == ("params", 0.6)
+    assert parse_prune_target(default=("activations", 0.7)) == ("activations", 0.7)
+    with pytest.raises(PruneTargetError, match=r"target flops must be a fraction"):
+        parse_prune_target(flops=1.2)
     with pytest.raises(SrnasError, match="unknown pruning target"):
         _cfg(metric="latency")
 
@@ -164,10 +172,10 @@ def test_interrupted_runs_resume_to_the_same_result(data, tmp_path, monkeypatch)
     # a crash inside round 2's fine-tune, after its masks were chosen and saved
     real = S._fine_tune
 
-    def crash_in_round_2(model, cfg_, folder, *args, **kw):
+    def crash_in_round_2(run, model, folder, *args, **kw):
         if folder.name == "round_2":
             raise _Crash
-        return real(model, cfg_, folder, *args, **kw)
+        return real(run, model, folder, *args, **kw)
 
     monkeypatch.setattr(S, "_fine_tune", crash_in_round_2)
     with pytest.raises(_Crash):
@@ -191,8 +199,8 @@ def test_interrupted_runs_resume_to_the_same_result(data, tmp_path, monkeypatch)
 
 def test_proxy_calibration_line():
     points = [[100.0, 1.0], [20.0, 0.4]]  # runtime fraction = 0.25 + 0.0075 * proxy
-    assert math.isclose(S._proxy_goal(points, 0.7), 60.0)
-    assert math.isclose(S._proxy_goal([[100.0, 1.0]], 0.7), 70.0)  # one point: proportional
+    assert math.isclose(C.proxy_goal(points, 0.7), 60.0)
+    assert math.isclose(C.proxy_goal([[100.0, 1.0]], 0.7), 70.0)  # one point: proportional
 
 
 # ----------------------------------------------------------------------------- runtime targets (fake timer)
@@ -231,7 +239,7 @@ def test_runtime_target_is_met_on_the_calibrated_proxy(data, tmp_path, monkeypat
     # a fixed overhead: runtime fraction = (0.3 + proxy fraction) / 1.3, so a goal proportional to the proxy
     # misses (0.85 of the proxy measures 0.885); the calibration line through the minimum is exact
     timer = _FakeTimer(lambda p: 0.3 * base + p)
-    monkeypatch.setattr(S, "measure_runtimes", timer)
+    monkeypatch.setattr(C, "measure_runtimes", timer)
     result = prune(tiny_model(), None, _runtime_cfg(target=0.7, rounds=2), tmp_path, train_data=data)
     state = _state(tmp_path)
     rounds = state["rounds"]
@@ -262,7 +270,7 @@ def test_runtime_rounds_go_past_the_plan_until_met(data, tmp_path, monkeypatch):
     # runtime falls slower than the proxy (sqrt): the calibration line is optimistic, so the planned rounds
     # measure above their goals and extra rounds, each aiming 2% lower, go on until the measurement meets it
     timer = _FakeTimer(math.sqrt)
-    monkeypatch.setattr(S, "measure_runtimes", timer)
+    monkeypatch.setattr(C, "measure_runtimes", timer)
     cfg = _runtime_cfg(target=0.7, rounds=2, importance="l1")
     result = prune(tiny_model(), None, cfg, tmp_path / "ref", train_data=data)
     rounds = _state(tmp_path / "ref")["rounds"]
@@ -270,7 +278,7 @@ def test_runtime_rounds_go_past_the_plan_until_met(data, tmp_path, monkeypatch):
     assert all(r["fraction"] > 0.7 for r in rounds[:-1]) and rounds[-1]["fraction"] <= 0.7
     fractions = [r["fraction"] for r in rounds]
     assert fractions == sorted(fractions, reverse=True)
-    expected_goals = [0.85, 0.7] + [0.7 - S.RUNTIME_MARGIN * e for e in range(1, len(rounds) - 1)]
+    expected_goals = [0.85, 0.7] + [0.7 - C.RUNTIME_MARGIN * e for e in range(1, len(rounds) - 1)]
     assert [r["goal_fraction"] for r in rounds] == pytest.approx(expected_goals)
     assert timer.fraction(result.model) == pytest.approx(rounds[-1]["fraction"], rel=1e-9)
     assert len(_state(tmp_path / "ref")["calibration"]) == 2 + len(rounds)
@@ -290,7 +298,7 @@ def test_runtime_rounds_go_past_the_plan_until_met(data, tmp_path, monkeypatch):
 
 def test_unreachable_runtime_target_names_the_measured_minimum(data, tmp_path, monkeypatch):
     timer = _FakeTimer(math.sqrt)
-    monkeypatch.setattr(S, "measure_runtimes", timer)
+    monkeypatch.setattr(C, "measure_runtimes", timer)
     with pytest.raises(SrnasError, match="unreachable in coupled mode") as err:
         prune(tiny_model(), None, _runtime_cfg(target=0.3), tmp_path, train_data=data)
     (times,) = timer.calls  # the smallest reachable model, timed once against the unpruned one
@@ -309,7 +317,7 @@ def test_runtime_target_never_measured_stops_after_twice_the_rounds(data, tmp_pa
         calls.append(kw)
         return {"base": 2.0, "small": 0.8 if len(calls) == 1 else 1.9}
 
-    monkeypatch.setattr(S, "measure_runtimes", stuck)
+    monkeypatch.setattr(C, "measure_runtimes", stuck)
     cfg = _runtime_cfg(target=0.7, rounds=2, repeats=4, warmup=1)
     message = r"runtime target 0\.7 not met after 4 rounds: the last candidate measured 1\.90 ms \(0\.950 of"
     with pytest.raises(SrnasError, match=message):

@@ -14,24 +14,32 @@ A plan is plain data (the ``pruned`` key of a spec, written by ``pruning.shrink`
           gather: 0-3,5               # optional: read only these positions of the input tensor
       norms:                          # BatchNorm2d / PReLU(C) by path: kept channels (+ optional scatter)
         body.0.bn1: {keep: 0-7}
-      splits:                         # channel splits inside adapter modules (IMDB): sizes per split call
-        body.0: [[4, 10], [3, 11], [4, 9]]
+      splits:                         # channel splits of modules that declare split_sizes (IMDB):
+        body.0: [[4, 10], [3, 11], [4, 9]]  # the sizes of each split call, in forward order
 
 Index lists are written as compact range strings (``"0-7,9,12-15"``) or plain integer lists. Depthwise
 convs list the same ``in`` and ``out``; their ``groups`` follows. Weights are not part of the plan: they
 load strictly into the result (``nas.zoo.resolve.load_model``).
+
+**What a block family declares for the pruner** (in its own file; ``pruning`` knows no family by name):
+
+- ``image_space = True`` (class attribute) on a layer that maps the image to the image channel by channel,
+  e.g. LatticeNet's ``MeanShift`` conv: its channels are the image's and are never pruned (``is_image_space``);
+- ``split_sizes``: a module whose forward splits channels with ``torch.split(x, self.split_sizes[i], dim=1)``
+  (``i``: the i-th split call in forward order; IMDB) holds the sizes of every call as a list of tuples.
+  The pruner resizes exactly those splits (any other channel split freezes its channels) and ``apply_plan``
+  sets ``split_sizes`` to the plan's ``splits`` entry (``declared_splits``, ``set_split_sizes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from nas.errors import SpecError
-from nas.models.blocks.imdb import IMDB
 
 MODES = ("fine", "coupled")
 PLAN_KEYS = {"mode", "convs", "norms", "splits"}
@@ -145,31 +153,37 @@ def _scatter(y: torch.Tensor, index: torch.Tensor | None, width: int | None) -> 
     return out.index_copy(1, index, y)
 
 
-class PrunedIMDB(IMDB):
-    """IMDB whose three distillation splits each have their own sizes (``splits``)."""
-
-    splits: list[tuple[int, int]]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s1, s2, s3 = self.splits
-        d1, r1 = torch.split(self.act(self.c1(x)), s1, dim=1)
-        d2, r2 = torch.split(self.act(self.c2(r1)), s2, dim=1)
-        d3, r3 = torch.split(self.act(self.c3(r2)), s3, dim=1)
-        out = torch.cat([d1, d2, d3, self.c4(r3)], dim=1)
-        if self.cca is not None:
-            out = self.cca(out)
-        return self.c5(out) + x
+# ---------------------------------------------------------------- block declarations (module docstring)
 
 
-def _imdb_splits(module: nn.Module, sizes: list[list[int]], where: str) -> None:
-    if len(sizes) != 3 or any(len(s) != 2 for s in sizes):
-        raise SpecError(f"{where}: IMDB needs three [distilled, remaining] split sizes, got {sizes!r}")
-    module.__class__ = PrunedIMDB
-    module.splits = [tuple(s) for s in sizes]
+def is_image_space(module: nn.Module) -> bool:
+    """Does the layer declare that its channels are the image's (``image_space = True``)?"""
+    return bool(getattr(module, "image_space", False))
 
 
-# module classes whose forward splits channels with sizes the surgery can change
-SPLIT_ADAPTERS: dict[type, Callable[[nn.Module, list[list[int]], str], None]] = {IMDB: _imdb_splits}
+def declared_splits(module: nn.Module | None) -> list[tuple[int, ...]] | None:
+    """The ``split_sizes`` a module declares (one size tuple per split call of its forward), or None."""
+    sizes = getattr(module, "split_sizes", None)
+    if sizes is None:
+        return None
+    return [tuple(int(v) for v in s) for s in sizes]
+
+
+def set_split_sizes(module: nn.Module, sizes: list[list[int]], where: str) -> None:
+    """Give a module that declares ``split_sizes`` new sizes: as many calls, as many pieces per call."""
+    current = declared_splits(module)
+    if current is None:
+        raise SpecError(f"{where}: {type(module).__name__} declares no channel splits (split_sizes) to resize")
+    if not isinstance(sizes, list) or not all(
+        isinstance(s, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in s) for s in sizes
+    ):
+        raise SpecError(f"{where}: expected a list of size lists, got {sizes!r}")
+    if [len(s) for s in sizes] != [len(s) for s in current]:
+        raise SpecError(
+            f"{where}: {type(module).__name__} splits {len(current)} time(s) into {[len(s) for s in current]} "
+            f"pieces, got sizes {sizes!r}"
+        )
+    module.split_sizes = [tuple(s) for s in sizes]
 
 
 # ---------------------------------------------------------------- apply
@@ -192,14 +206,9 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
         _replace(model, path, _pruned_norm(module, entry, f"pruned.norms.{path}"))
     for path, sizes in _section(plan, "splits").items():
         module = modules.get(path)
-        adapter = next((fn for cls, fn in SPLIT_ADAPTERS.items() if isinstance(module, cls)), None)
-        if adapter is None:
+        if declared_splits(module) is None:
             raise SpecError(f"pruned.splits: {path!r} is not a module whose channel splits can be resized")
-        if not isinstance(sizes, list) or not all(
-            isinstance(s, list) and all(isinstance(v, int) and v >= 0 for v in s) for s in sizes
-        ):
-            raise SpecError(f"pruned.splits.{path}: expected a list of size lists, got {sizes!r}")
-        adapter(module, sizes, f"pruned.splits.{path}")
+        set_split_sizes(module, sizes, f"pruned.splits.{path}")
     return model
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -27,13 +28,13 @@ Defaults (3 rounds x 150 steps + 1500 final steps, batch 8 of 32x32 LR patches, 
 
 
 def register(sub) -> None:
-    from pruning.schedule import COSTS, IMPORTANCES, PruneConfig
+    from pruning.config import COSTS, IMPORTANCES, TARGETS, PruneConfig
 
     d = PruneConfig(target=0.5)
     p = sub.add_parser("prune", help="prune a trained model to a target and fine-tune it", description=_DESCRIPTION)
     p.add_argument("model", metavar="MODEL", help="zoo name, spec file (.yaml/.json) or model folder")
     p.add_argument("--weights", help="trained weights: official .pth/.pt or srnas .safetensors (a folder's own)")
-    for metric in ("activations", "params", "flops", "runtime"):
+    for metric in TARGETS:
         p.add_argument(f"--target-{metric}", type=float, metavar="F", help=f"keep this fraction of the {metric}")
     p.add_argument("--output", required=True, help="output folder (continued when it holds a state.json)")
     p.add_argument("--mode", choices=("coupled", "fine"), default=d.mode, help="gate granularity (pruning.gates)")
@@ -56,6 +57,16 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help="fine-tune learning rate (cosine per round)")
     p.add_argument("--final-lr", type=float, help="learning rate of the final fine-tune (default --lr)")
     p.add_argument("--gt-weight", type=float, default=d.gt_weight, help="ground-truth share of the target (0..1)")
+    p.add_argument(
+        "--reconstruct",
+        action=argparse.BooleanOptionalAction,
+        default=d.reconstruct,
+        help="after each round's pruning, refit the convs reading pruned channels by least squares to the "
+        "unpruned model's features (pruning.reconstruct)",
+    )
+    p.add_argument(
+        "--reconstruct-patches", type=int, default=d.reconstruct_patches, help="LR calibration patches of the refit"
+    )
     p.add_argument("--size", type=int, default=d.input_size[1], help="LR input side for costs and runtime")
     p.add_argument("--repeats", type=int, default=d.repeats, help="timed passes per runtime measurement")
     p.add_argument("--bench", default=",".join(d.benchmarks), help="reference-kit sets in the report, or 'none'")
@@ -67,9 +78,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pruning.schedule import PruneConfig, parse_target, prune
+    from pruning.config import PruneConfig, parse_prune_target
+    from pruning.schedule import prune
 
-    metric, fraction = parse_target(
+    metric, fraction = parse_prune_target(
         activations=args.target_activations,
         params=args.target_params,
         flops=args.target_flops,
@@ -92,6 +104,8 @@ def run(args) -> int:
         lr=args.lr,
         final_lr=args.final_lr,
         gt_weight=args.gt_weight,
+        reconstruct=args.reconstruct,
+        reconstruct_patches=args.reconstruct_patches,
         input_size=(3, args.size, args.size),
         device=args.device,
         repeats=args.repeats,

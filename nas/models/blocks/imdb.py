@@ -11,6 +11,9 @@ Two official variants, one family:
   its conv1..conv3 / conv4 / conv1x1 are c1..c3 / c4 / c5 here (the zoo importer renames them).
 
 Both call LeakyReLU(0.05) modules after c1..c3 only (three counted activation calls).
+
+For the pruner the block declares its three channel splits (``split_sizes``, see ``nas.models.pruned``):
+a pruned IMDB is the same class with other sizes.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class IMDB(nn.Module):
         if not 0 < dc < channels:
             raise SpecError(f"imdb: distilled must be in [1, {channels - 1}] at width {channels}, got {dc}")
         rc = channels - dc
-        self.split = (dc, rc)
+        self.split_sizes: list[tuple[int, ...]] = [(dc, rc)] * 3  # [distilled, remaining] per split call
         self.c1 = conv(channels, channels, 3)
         self.c2 = conv(rc, channels, 3)
         self.c3 = conv(rc, channels, 3)
@@ -88,9 +91,10 @@ class IMDB(nn.Module):
         self.cca = CCALayer(dc * 4, cca_reduction) if cca else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1, r1 = torch.split(self.act(self.c1(x)), self.split, dim=1)
-        d2, r2 = torch.split(self.act(self.c2(r1)), self.split, dim=1)
-        d3, r3 = torch.split(self.act(self.c3(r2)), self.split, dim=1)
+        s1, s2, s3 = self.split_sizes
+        d1, r1 = torch.split(self.act(self.c1(x)), s1, dim=1)
+        d2, r2 = torch.split(self.act(self.c2(r1)), s2, dim=1)
+        d3, r3 = torch.split(self.act(self.c3(r2)), s3, dim=1)
         out = torch.cat([d1, d2, d3, self.c4(r3)], dim=1)
         if self.cca is not None:
             out = self.cca(out)

@@ -24,7 +24,10 @@ class MeanShift(nn.Conv2d):
 
     A real Conv2d as in EDSR/LatticeNet: its 2 * C + C^2 parameters count, and the official
     ``requires_grad = False`` on the module never froze them (the LatticeNet checkpoint holds trained values).
+    Its channels are the image's: ``image_space`` tells the pruner never to prune them (``nas.models.pruned``).
     """
+
+    image_space = True
 
     def __init__(
         self, rgb_range: float, rgb_mean: Sequence[float], rgb_std: Sequence[float] | None = None, sign: int = -1
