@@ -6,7 +6,7 @@ and after fine-tuning, as ``report.json`` + ``report.md`` in the output folder.
 - runtime: ``nas.measure.profiler.measure_runtime`` in one run, interleaved (every architecture is timed once per
   repeat, in turn) so drift on a shared machine hits all of them alike; the median per architecture and its
   ratio to the first stage. Stages that share an architecture share its timing;
-- PSNR (Y, ``scale``-pixel border, uint8 outputs): the validation pairs (``nas.train.evaluate``) and the
+- PSNR (Y, ``scale``-pixel border, uint8 outputs): the validation pairs (``nas.measure.evaluate.mean_psnr``) and the
   benchmark folders (``nas.measure.evaluate.evaluate_folder``): Set5/Set14 of the reference kit when present;
 - ``stage_report``: the schedule's report, with the other pruning mode's architecture at the same target timed
   in the same run (``other_mode_model``).
@@ -30,10 +30,9 @@ from torch import nn
 from nas.data import Pair
 from nas.errors import SrnasError
 from nas.io import atomic_write
-from nas.measure.evaluate import evaluate_folder
+from nas.measure.evaluate import evaluate_folder, mean_psnr
 from nas.measure.profiler import count_complexity, measure_runtime
 from nas.paths import reference_dir
-from nas.train import evaluate
 from pruning.config import PruneConfig
 from pruning.gates import GatedModel
 from pruning.importance import l1_importance
@@ -90,7 +89,7 @@ def psnr_scores(
     model = model.to(device)
     out: dict[str, float] = {}
     if val_pairs:
-        out["val"] = evaluate(model, val_pairs, scale, device)
+        out["val"] = mean_psnr(model, val_pairs, scale, device)
     for name, (hr, lr) in (benchmarks or {}).items():
         out[name] = evaluate_folder(model, hr, lr, scale, device=device, ssim=False, progress=False)["mean"]["psnr_y"]
     return out

@@ -40,9 +40,11 @@ import torch
 from torch import nn
 
 from nas.data import Pair, PairedImages
+from nas.device import resolve_device
 from nas.errors import SrnasError
+from nas.measure.evaluate import mean_psnr
 from nas.models.spec import normalize_spec
-from nas.train import TrainConfig, TrainResult, evaluate, resolve_device, train
+from nas.train import TrainConfig, TrainResult, train
 from nas.zoo.resolve import load_model, save_model
 from pruning.calibrate import measure_candidate, reachable_minimum, round_goal
 from pruning.config import PruneConfig
@@ -252,7 +254,7 @@ def _prune_round(run: _Run, k: int) -> dict[str, Any]:
         record.update(measure_candidate(gated, run.teacher, cfg, run.device))
         run.state["calibration"].append([selector.cost(nz), record["fraction"]])
     if run.val:
-        record["val_psnr_pruned"] = evaluate(gated, run.val, run.data.scale, run.device)
+        record["val_psnr_pruned"] = mean_psnr(gated, run.val, run.data.scale, run.device)
     record["seconds"] = round(time.time() - t0, 2)
     return record
 

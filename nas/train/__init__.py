@@ -5,11 +5,6 @@ images to [0, 1] HR images; ``TrainConfig`` / ``TrainResult``, the losses and th
 ``nas.train.config``; checkpoints, RNG states and the CSV log in ``nas.train.state``.
 """
 
-# Transitional, not part of the API: pruning/report.py, pruning/schedule.py, nas/cli/pipeline.py and
-# scripts/bench_ranking.py (other owners' files) still import these two from here. Delete both imports once they
-# import nas.measure.evaluate.mean_psnr and nas.device.resolve_device.
-from nas.device import resolve_device  # noqa: F401
-from nas.measure.evaluate import mean_psnr as evaluate  # noqa: F401
 from nas.train.config import (
     BEST_FILE,
     CHECKPOINT_FILE,

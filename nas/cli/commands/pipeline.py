@@ -6,8 +6,8 @@ from nas.cli.commands._common import print_json
 from nas.cli.commands.search import add_search_args, space_and_options
 from nas.paths import results_dir
 
-PRUNE_TARGETS = ("activations", "params", "flops", "runtime")  # pruning.schedule.TARGETS
-DEFAULT_TARGET = {"activations": 0.7}
+PRUNE_TARGETS = ("activations", "params", "flops", "runtime")  # the keywords of pruning.config.parse_prune_target
+DEFAULT_TARGET = ("activations", 0.7)
 
 
 def register(sub) -> None:
@@ -33,11 +33,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from nas.cli.pipeline import PipelineOptions, run_pipeline, summary
-    from pruning.schedule import parse_target  # moving to pruning.config
+    from pruning.config import parse_prune_target
 
     space, search = space_and_options(args)
     given = {m: getattr(args, f"target_{m}") for m in PRUNE_TARGETS}
-    metric, target = parse_target(**(given if any(v is not None for v in given.values()) else DEFAULT_TARGET))
+    metric, target = parse_prune_target(**given, default=DEFAULT_TARGET)
     opts = PipelineOptions(
         pick=args.pick,
         min_psnr=args.pick_min_psnr,
