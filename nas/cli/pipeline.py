@@ -34,7 +34,7 @@ from nas.results.writer import RunWriter
 from nas.search.options import SearchOptions
 from nas.search.run import run_search
 from nas.search.space import SearchSpace
-from pruning.schedule import check_target
+from pruning.config import check_target
 
 PRUNE_MODES = ("coupled", "fine")
 
@@ -108,7 +108,8 @@ def _final_model(stage: _Stage, trial: int, searched: pd.Series) -> dict[str, An
     from nas.measure.profiler import profile_model
     from nas.train import TrainConfig, train
     from nas.zoo.resolve import load_model
-    from pruning.schedule import PruneConfig, prune
+    from pruning.config import PruneConfig
+    from pruning.schedule import prune
 
     space, search, opts = stage.space, stage.search, stage.opts
     source = stage.run_dir / "models" / str(trial)
