@@ -19,6 +19,10 @@ Entry format::
       num_conv: 64
       set5_psnr_y: 32.1589            # absent when no checkpoint exists
       set14_psnr_y: 28.6451
+    reference_source:                 # where those numbers come from: a row of the reference kit's CSV
+      file: results/measured_summary.csv
+      key: rfdn_aim2020_x4
+      columns: {params: params, flops: flops_model_summary, set5_psnr_y: Set5_repoLR_psnr_y, ...}
 """
 
 from __future__ import annotations
