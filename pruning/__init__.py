@@ -8,9 +8,9 @@ Typical loop (the schedule, CLI and distillation build on these)::
     taylor = TaylorImportance(gated)
     for lr, hr in batches:                           # gate_values is a Parameter: fine-tune gates + weights
         loss = l1(gated(lr), hr); loss.backward(); taylor.accumulate(); ...
-    score = normalized(taylor.scores(), unit_costs(gated, "latency", (3, 256, 256)))
+    score = normalized(taylor.scores(), unit_costs(gated, "latency", DEFAULT_INPUT_SIZE))
     gated.prune(lowest_live_entries(score))          # your policy; check empty_convs(gated) stays []
-    cost_of(gated, "flops", (3, 256, 256))          # exact cost of the model shrink() would give, no shrinking
+    cost_of(gated, "flops", DEFAULT_INPUT_SIZE) # exact cost of the model shrink() would give, no shrinking
     small, spec = shrink(gated)                      # real smaller convs, no gates; small(x) == gated(x)
     nas.zoo.resolve.save_model(folder, small, spec)      # folder works with srnas profile / eval / sr
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nas.errors import SrnasError
+from nas.measure.counting import DEFAULT_INPUT_SIZE
 from pruning.gates import MODES
 
 TARGETS = ("activations", "params", "flops", "runtime")
@@ -50,7 +51,7 @@ class PruneConfig:
     reconstruct: bool = False  # least-squares refit of the convs reading pruned channels (pruning.reconstruct)
     reconstruct_patches: int = 256
     reconstruct_ridge: float = 1e-3
-    input_size: tuple[int, int, int] = (3, 256, 256)  # costs and runtime are counted at 1 x input_size
+    input_size: tuple[int, int, int] = DEFAULT_INPUT_SIZE  # costs and runtime are counted at 1 x input_size
     device: str = "auto"
     repeats: int = 10  # timed passes per runtime measurement
     warmup: int = 3

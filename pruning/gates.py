@@ -30,9 +30,8 @@ import torch
 from torch import nn
 
 from nas.errors import SrnasError
+from nas.models.pruned import MODES  # the plan format owns the mode names
 from pruning.graph import EXAMPLE_SIZE, ChannelGraph, analyze
-
-MODES = ("fine", "coupled")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from torch import nn
 
 from nas.data import PairedImages, PatchBatches
 from nas.errors import SrnasError
+from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.train import l1_loss
 from pruning.gates import GatedModel
 from pruning.graph import COUNTED
@@ -126,7 +127,7 @@ def _weights(metric: Metric) -> dict[str, float]:
 class CostModel:
     """Analytic complexity of ``shrink(gated)`` for any pattern of nonzero entries, at one input size."""
 
-    def __init__(self, gated: GatedModel, input_size: Sequence[int] = (3, 256, 256)) -> None:
+    def __init__(self, gated: GatedModel, input_size: Sequence[int] = DEFAULT_INPUT_SIZE) -> None:
         self.gated = gated
         self.input_size = tuple(input_size)
         graph = gated.graph
@@ -296,13 +297,13 @@ def _call_spatial(gated: GatedModel, input_size: tuple[int, ...]) -> tuple[dict[
     return spatial, linear[0]
 
 
-def cost_of(gated: GatedModel, metric: Metric = "flops", input_size: Sequence[int] = (3, 256, 256)) -> float:
+def cost_of(gated: GatedModel, metric: Metric = "flops", input_size: Sequence[int] = DEFAULT_INPUT_SIZE) -> float:
     """``metric`` (params, flops, activations, num_conv, latency, or a mapping of weights) of the model
     ``shrink(gated)`` would return, for a ``1 x input_size`` input; cached per input size."""
     return cost_model(gated, input_size).cost(metric)
 
 
-def cost_model(gated: GatedModel, input_size: Sequence[int] = (3, 256, 256)) -> CostModel:
+def cost_model(gated: GatedModel, input_size: Sequence[int] = DEFAULT_INPUT_SIZE) -> CostModel:
     """The (cached) ``CostModel`` of ``gated`` at ``input_size``."""
     cache = gated.__dict__.setdefault("_cost_models", {})
     key = tuple(input_size)
@@ -311,6 +312,8 @@ def cost_model(gated: GatedModel, input_size: Sequence[int] = (3, 256, 256)) -> 
     return cache[key]
 
 
-def unit_costs(gated: GatedModel, metric: Metric = "flops", input_size: Sequence[int] = (3, 256, 256)) -> torch.Tensor:
+def unit_costs(
+    gated: GatedModel, metric: Metric = "flops", input_size: Sequence[int] = DEFAULT_INPUT_SIZE
+) -> torch.Tensor:
     """Per entry: the ``metric`` its pruning alone saves (see ``CostModel.unit_costs``)."""
     return cost_model(gated, input_size).unit_costs(metric)

@@ -30,6 +30,7 @@ from torch import nn
 from nas.data import Pair
 from nas.errors import SrnasError
 from nas.io import atomic_write
+from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.measure.evaluate import evaluate_folder, mean_psnr
 from nas.measure.profiler import count_complexity, measure_runtime
 from nas.paths import reference_dir
@@ -99,7 +100,7 @@ def make_report(
     stages: Mapping[str, nn.Module],
     *,
     scale: int,
-    input_size: Sequence[int] = (3, 256, 256),
+    input_size: Sequence[int] = DEFAULT_INPUT_SIZE,
     device: str = "cpu",
     val_pairs: Sequence[Pair] | None = None,
     benchmarks: Mapping[str, tuple[Path, Path | None]] | None = None,

@@ -32,7 +32,7 @@ def test_shipped_spaces_are_valid_and_hold_their_references(path):
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"widthz": [8]}, "unknown key(s) 'widthz'"),
+        ({"widthz": [8]}, "unknown space key(s) 'widthz'"),
         ({"widths": []}, "'widths' must be a non-empty list of positive integers"),
         ({"widths": [8, -1]}, "'widths' must be a non-empty list"),
         ({"depths": "3"}, "'depths' must be a non-empty list"),

@@ -29,14 +29,14 @@ import yaml
 from nas.device import resolve_device
 from nas.errors import SrnasError
 from nas.io import atomic_json
+from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.models.genotype import genotype
+from nas.models.pruned import MODES as PRUNE_MODES
 from nas.results.writer import RunWriter
 from nas.search.options import SearchOptions
 from nas.search.run import run_search
 from nas.search.space import SearchSpace
 from pruning.config import check_target
-
-PRUNE_MODES = ("coupled", "fine")
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def _final_model(stage: _Stage, trial: int, searched: pd.Series) -> dict[str, An
     timed = profile_model(
         model, search.runtime_size, device=search.device, runtime=True, repeats=search.runtime_repeats
     )
-    counts = profile_model(model, (3, 256, 256))
+    counts = profile_model(model, DEFAULT_INPUT_SIZE)
     stage.writer.model(trial, model, spec, counts.to_dict())
     return {
         "trial": trial,

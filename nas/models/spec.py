@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +64,22 @@ def _component(spec: dict, key: str, optional: bool = False) -> None:
         raise SpecError(f"spec key {key!r} must be a mapping with a 'type' key, got {value!r}")
 
 
+def check_keys(data: Any, allowed: Iterable[str], required: Iterable[str], what: str) -> None:
+    """``data`` is a mapping with only ``allowed`` keys and every ``required`` one; SpecError names the key."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{what} must be a mapping, got {type(data).__name__}")
+    allowed = set(allowed)
+    unknown = sorted(map(str, set(data) - allowed))
+    if unknown:
+        raise SpecError(f"unknown {what} key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}")
+    for key in required:
+        if key not in data:
+            raise SpecError(f"{what} is missing the required key {key!r}")
+
+
 def normalize_spec(spec: Any) -> dict[str, Any]:
     """Validate ``spec`` and fill in defaults; returns a new dict. Raises SpecError naming the bad key."""
-    if not isinstance(spec, dict):
-        raise SpecError(f"a spec must be a mapping, got {type(spec).__name__}")
-    unknown = sorted(set(spec) - ALLOWED)
-    if unknown:
-        raise SpecError(f"unknown spec key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(ALLOWED))}")
-    for key in REQUIRED:
-        if key not in spec:
-            raise SpecError(f"spec is missing the required key {key!r}")
+    check_keys(spec, ALLOWED, REQUIRED, "spec")
     out = copy.deepcopy(DEFAULTS)
     out.update(copy.deepcopy(spec))
     for key in ("scale", "in_channels", "out_channels", "width"):

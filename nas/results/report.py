@@ -214,10 +214,15 @@ def plot_front(
     return atomic_write(path, buf.getvalue())
 
 
+def _escape(text: str) -> str:
+    """Plotly hover text is a small HTML subset that does not decode ``&quot;``: escape ``&<>`` only."""
+    return html.escape(text, quote=False)
+
+
 def _hover(name: str, row: pd.Series, on_front: bool) -> str:
     lines = [
-        f"<b>{html.escape(name)} trial {int(row['trial'])}</b>{' (Pareto)' if on_front else ''}",
-        html.escape(row_genotype(row)),
+        f"<b>{_escape(name)} trial {int(row['trial'])}</b>{' (Pareto)' if on_front else ''}",
+        _escape(row_genotype(row)),
     ]
     for col, header, fmt in TABLE:
         value = pd.to_numeric(row.get(col), errors="coerce")
@@ -229,9 +234,9 @@ def _hover(name: str, row: pd.Series, on_front: bool) -> str:
         for key, value in spec.items():
             if key == "blocks" and isinstance(value, list):
                 lines.append("blocks:")
-                lines += [f"&nbsp;&nbsp;{html.escape(json.dumps(b))}" for b in value]
+                lines += [f"&nbsp;&nbsp;{_escape(json.dumps(b))}" for b in value]
             else:
-                lines.append(f"{html.escape(key)}: {html.escape(json.dumps(value))}")
+                lines.append(f"{_escape(key)}: {_escape(json.dumps(value))}")
     return "<br>".join(lines)
 
 

@@ -20,6 +20,7 @@ import torch
 from nas.data import EMBEDDED, open_pairs, validation_pairs
 from nas.errors import SrnasError
 from nas.io import atomic_write
+from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.measure.evaluate import mean_psnr
 from nas.models.checkpoint import read_state_dict
 from nas.search.options import SearchOptions
@@ -116,7 +117,7 @@ class Evaluator:
         counts_key = _key("counts", spec)
         counts = self.cache.get(counts_key)
         if counts is None:
-            prof = profile_model(model, (3, 256, 256), device="cpu")
+            prof = profile_model(model, DEFAULT_INPUT_SIZE, device="cpu")
             counts = {k: getattr(prof, k) for k in ("params", "flops", "flops_fvcore", "activations", "num_conv")}
             self.cache.put(counts_key, counts)
         out.update(counts)

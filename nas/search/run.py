@@ -23,6 +23,7 @@ import yaml
 
 from nas.device import resolve_device
 from nas.errors import SpecError, SrnasError
+from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.results.writer import RunWriter
 from nas.search.evaluator import EvalSetup
 from nas.search.options import SearchOptions, SupernetTraining
@@ -211,7 +212,7 @@ def export_models(
     for number in todo:
         row = rows.loc[number]
         model = supernet.extract(trial_choice(trials[number])).eval()
-        profile = profile_model(model, (3, 256, 256)).to_dict()
+        profile = profile_model(model, DEFAULT_INPUT_SIZE).to_dict()
         profile.update(
             psnr_val=float(row["psnr"]),
             runtime_ms_search=float(row["runtime_ms"]),

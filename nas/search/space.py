@@ -42,7 +42,7 @@ import yaml
 from nas.errors import SpecError
 from nas.models import blocks  # noqa: F401  (registers the block families)
 from nas.models.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
-from nas.models.spec import GLOBAL_SKIPS, normalize_spec
+from nas.models.spec import GLOBAL_SKIPS, check_keys, normalize_spec
 from nas.search.options import SearchOptions, SupernetTraining
 
 SPACE_KEYS = {
@@ -204,14 +204,7 @@ def parse_space(data: Any, source: str = "<dict>") -> SearchSpace:
 
 
 def _parse(data: Any, source: str) -> SearchSpace:
-    if not isinstance(data, dict):
-        raise SpecError(f"must be a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - SPACE_KEYS)
-    if unknown:
-        raise SpecError(f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(SPACE_KEYS))}")
-    for key in REQUIRED:
-        if key not in data:
-            raise SpecError(f"missing the required key {key!r}")
+    check_keys(data, SPACE_KEYS, REQUIRED, "space")
     widths = _positive_int_list(data, "widths")
     depths = _positive_int_list(data, "depths")
     candidates = _named_configs(data, "candidates", BLOCKS)

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.measure.counting import call_arg
+
 EXAMPLE_SIZE = (17, 19)  # small, odd, distinct H and W; ESA needs >= 15 pixels
 SUMMARY_ACTS = (nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6)  # counted by the challenge FLOP counter
 COUNTED = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.Linear, *SUMMARY_ACTS)
@@ -76,22 +78,15 @@ def tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
-def arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
-    """Positional argument ``index`` or keyword ``name`` of a call."""
-    if len(args) > index:
-        return args[index]
-    return kwargs.get(name, default)
-
-
 def norm_dim(dim: int, ndim: int) -> int:
     return dim + ndim if dim < 0 else dim
 
 
 def reduced_dims(name: str, args: tuple, kwargs: dict, ndim: int) -> tuple[set[int] | None, bool]:
     """(the dims a reduction reduces -- None for all of them --, whether it keeps them)."""
-    dim = arg(args, kwargs, 2 if name == "norm" else 1, "dim")
+    dim = call_arg(args, kwargs, 2 if name == "norm" else 1, "dim")
     keepdim_at = 3 if name in ("std", "var", "std_mean", "var_mean", "norm") else 2
-    keepdim = bool(arg(args, kwargs, keepdim_at, "keepdim", False)) or name in SHAPE_KEEPING
+    keepdim = bool(call_arg(args, kwargs, keepdim_at, "keepdim", False)) or name in SHAPE_KEEPING
     if isinstance(dim, int) and not isinstance(dim, bool):
         return {norm_dim(dim, ndim)}, keepdim
     if isinstance(dim, list | tuple) and dim and all(isinstance(d, int) for d in dim):
@@ -104,7 +99,7 @@ def keeps_channel_axis(name: str, args: tuple, kwargs: dict, x: torch.Tensor, ou
     if out.dim() < 2 or x.dim() < 2 or tuple(out.shape[:2]) != tuple(x.shape[:2]):
         return False
     if name == "permute":
-        dims = args[1:] if len(args) > 2 else arg(args, kwargs, 1, "dims")
+        dims = args[1:] if len(args) > 2 else call_arg(args, kwargs, 1, "dims")
         return [norm_dim(d, x.dim()) for d in dims][:2] == [0, 1]
     if name in PERMUTES:
         d0, d1 = (norm_dim(d, x.dim()) for d in (args[1], args[2]))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from nas.measure.counting import call_arg
 from nas.models.pruned import declared_splits, is_image_space
 from pruning.graph.nodes import Nodes
 from pruning.graph.ops import (
@@ -23,7 +24,6 @@ from pruning.graph.ops import (
     RESIZABLE_SELECTS,
     SELECTS,
     VIEWS,
-    arg,
     getitem_channels,
     keeps_channel_axis,
     norm_dim,
@@ -224,7 +224,7 @@ class Tracer:
             self._channelwise(name, [x], outputs)
 
     def _pad(self, args: tuple, kwargs: dict, inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> None:
-        x, pad = args[0], arg(args, kwargs, 1, "pad")
+        x, pad = args[0], call_arg(args, kwargs, 1, "pad")
         if len(pad) <= 2 * (x.dim() - 2):
             self._channelwise("pad", [x], outputs)
         else:
@@ -239,8 +239,8 @@ class Tracer:
 
     def _conv(self, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
         """Plain conv: new output nodes; depthwise: out = in; image-space layer: image; other groups: frozen."""
-        x, weight = args[0], arg(args, kwargs, 1, "weight")
-        groups = arg(args, kwargs, 6, "groups", 1)
+        x, weight = args[0], call_arg(args, kwargs, 1, "weight")
+        groups = call_arg(args, kwargs, 6, "groups", 1)
         path = self.conv_of.get(id(weight))
         if path is None:
             self.freeze_op("conv2d with a weight that is no Conv2d parameter", [x], [out])
@@ -281,7 +281,7 @@ class Tracer:
 
     def _batch_norm(self, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
         x = args[0]
-        keys = (arg(args, kwargs, 3, "weight"), arg(args, kwargs, 1, "running_mean"))
+        keys = (call_arg(args, kwargs, 3, "weight"), call_arg(args, kwargs, 1, "running_mean"))
         path = next((self.bn_of[id(t)] for t in keys if t is not None and id(t) in self.bn_of), None)
         if path is None or id(x) not in self.tmap:
             self.freeze_op("batch_norm of no BatchNorm2d module", [x], [out])
@@ -290,7 +290,7 @@ class Tracer:
         self._per_channel("batchnorm", path, x, out)
 
     def _prelu(self, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
-        x, weight = args[0], arg(args, kwargs, 1, "weight")
+        x, weight = args[0], call_arg(args, kwargs, 1, "weight")
         if weight.numel() == 1:
             self._channelwise("prelu", [x], [out])
         elif id(weight) in self.prelu_of and weight.numel() == x.shape[1]:
@@ -300,7 +300,7 @@ class Tracer:
 
     def _pixel_shuffle(self, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
         """Output channel k and input channels ``k*r^2 .. k*r^2 + r^2 - 1`` are one unit."""
-        x, r = args[0], arg(args, kwargs, 1, "upscale_factor")
+        x, r = args[0], call_arg(args, kwargs, 1, "upscale_factor")
         group = r * r
         in_nodes = self.tmap[id(x)]
         out_nodes = self.nodes.new(out.shape[1], f"pixel_shuffle output ({self.where})")
@@ -310,8 +310,8 @@ class Tracer:
         self.track(out, out_nodes)
 
     def _cat(self, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
-        items = list(arg(args, kwargs, 0, "tensors"))
-        dim = norm_dim(arg(args, kwargs, 1, "dim", 0), out.dim())
+        items = list(call_arg(args, kwargs, 0, "tensors"))
+        dim = norm_dim(call_arg(args, kwargs, 1, "dim", 0), out.dim())
         if dim == 1:
             self.track(out, np.concatenate([self.nodes_of(t) for t in items]))
         else:
@@ -352,7 +352,7 @@ class Tracer:
                 self.freeze_op("indexing over channels", [x], outputs)
                 return None
             return 1 if ranges != "all" else -1
-        dim = arg(args, kwargs, 1 if name == "narrow" else 2, "dim", 0)
+        dim = call_arg(args, kwargs, 1 if name == "narrow" else 2, "dim", 0)
         if not isinstance(dim, int):
             self.freeze_op(name, [x], outputs)
             return None
@@ -365,7 +365,7 @@ def _pieces(name: str, args: tuple, kwargs: dict, nodes: np.ndarray, outputs: li
         start, stop, step = getitem_channels(args[1], args[0])
         return [nodes[start:stop:step]]
     if name == "narrow":
-        start, length = arg(args, kwargs, 2, "start"), arg(args, kwargs, 3, "length")
+        start, length = call_arg(args, kwargs, 2, "start"), call_arg(args, kwargs, 3, "length")
         return [nodes[start : start + length]]
     bounds = np.cumsum([0, *(t.shape[1] for t in outputs)])  # split / chunk / tensor_split: consecutive pieces
     return [nodes[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

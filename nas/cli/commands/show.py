@@ -13,6 +13,7 @@ import yaml
 from nas.cli.commands._common import add_device_arg, print_json, resolve_device
 from nas.cli.commands.front import REFERENCE_SETS, X_AXES
 from nas.errors import SrnasError
+from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.models.genotype import diagram, genotype
 from nas.models.spec import load_spec, normalize_spec
 from nas.paths import results_dir
@@ -82,7 +83,7 @@ def _trial_row(run: Run, trial: int) -> pd.Series:
 
 def _input_size(row: pd.Series) -> tuple[int, int, int]:
     numbers = normalise_size(row.get("input_size")).split("x") if not pd.isna(row.get("input_size")) else []
-    return tuple(int(n) for n in numbers) if len(numbers) == 3 else (3, 256, 256)  # type: ignore[return-value]
+    return tuple(int(n) for n in numbers) if len(numbers) == 3 else DEFAULT_INPUT_SIZE  # type: ignore[return-value]
 
 
 def _profile(folder: Path | None, spec: dict[str, Any] | None, row: pd.Series, args) -> tuple[dict | None, str]:
