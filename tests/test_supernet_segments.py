@@ -107,7 +107,10 @@ def traced_segments(module: nn.Module, x: torch.Tensor) -> dict[str, dict[int, l
         cuts = {0, len(source)} | {where[int(p[0])] for p in pieces} | {where[int(p[-1])] + 1 for p in pieces}
         cuts = sorted(cuts)
         put(producer[0], 0, [b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
-    roots = lambda nodes: [tracer.nodes.find(int(n)) for n in nodes.tolist()]  # noqa: E731
+
+    def roots(nodes: np.ndarray) -> list[int]:
+        return [tracer.nodes.find(int(n)) for n in nodes.tolist()]
+
     tracked = {id(t): t for t in tracer.tmap.values()}.values()
     for path, info in convs.items():
         mine = roots(info["out"])
