@@ -9,6 +9,14 @@ stand-alone model, so ``extract(choice)`` — the same template holding copies o
 per-family slicing code. Depth keeps the first ``depth`` layers. The upsampler (tail) has separate weights
 per image-skip mode (``tail_key``). BatchNorm statistics are recalibrated
 per subnet on extraction (``recalibrate_bn``).
+
+**Segments.** A leading slice is wrong for an axis that reads a channel concatenation (RFDB's ``c5`` reads
+``d1, d2, d3, r4``) or whose output is split (IMDB's ``c1``): there, segment ``i`` of the path takes the first
+``k_i`` channels of segment ``i`` of the widest (a path of depth ``d`` uses the first ``d`` segments of a
+concat over blocks). Each family declares such axes in its own file, ``channel_segments()`` (see
+``nas.models.blocks.common``); this module names no block class. The index of every segmented axis is computed
+once per template from the path module's and the widest module's declarations and applied with
+``index_select`` (gradients flow back into exactly those entries); every other axis stays a leading slice (a view).
 """
 
 from __future__ import annotations
@@ -17,14 +25,14 @@ import json
 import random
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from nas.errors import SpecError
-from nas.models.blocks.common import conv
+from nas.models.blocks.common import Segments, conv, declared_segments
 from nas.models.network import SRNet, build
 from nas.models.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
 from nas.search.space import SearchSpace
@@ -36,6 +44,26 @@ def tail_key(upsampler: str, global_skip: str) -> str:
     """Upsamplers are not shared across image-skip modes: with a skip the tail predicts a residual, without
     one the whole image, and one set of weights cannot serve both."""
     return f"{upsampler}+{global_skip}"
+
+
+class PathSlot(NamedTuple):
+    """How one tensor of a path is cut from the shared tensor: a leading slice of ``shape`` on every axis but
+    those in ``index`` (axis -> the entries of the shared axis, in order)."""
+
+    shared: str
+    shape: torch.Size
+    index: dict[int, torch.Tensor]
+
+
+def segment_index(small: list[int], big: list[int], where: str) -> torch.Tensor:
+    """The entries of a shared axis of segments ``big`` that a path axis of segments ``small`` reads: the first
+    ``small[i]`` channels of segment ``i``."""
+    if len(small) > len(big) or any(s > b for s, b in zip(small, big, strict=False)):
+        raise SpecError(f"{where}: path segments {small} do not fit the shared segments {big}")
+    offsets = [0]
+    for b in big[:-1]:
+        offsets.append(offsets[-1] + b)
+    return torch.cat([torch.arange(o, o + s) for o, s in zip(offsets, small, strict=False)])
 
 
 def choice_key(choice: dict[str, Any]) -> str:
@@ -79,34 +107,52 @@ class Supernet(nn.Module):
                 for skip in space.global_skips
             }
         )
-        self._templates: OrderedDict[str, tuple[SRNet, dict[str, str]]] = OrderedDict()
+        self._segments = declared_segments(self)
+        self._templates: OrderedDict[str, tuple[SRNet, dict[str, PathSlot]]] = OrderedDict()
 
     # -- paths -------------------------------------------------------------------------------------------
-    def _template(self, choice: dict[str, Any]) -> tuple[SRNet, dict[str, str]]:
-        """A stand-alone model of the path (its own weights unused) and its tensor-name map into the supernet."""
+    def _template(self, choice: dict[str, Any]) -> tuple[SRNet, dict[str, PathSlot]]:
+        """A stand-alone model of the path (its own weights unused) and how each of its tensors is cut."""
         key = choice_key(choice)
         if key in self._templates:
             self._templates.move_to_end(key)
             return self._templates[key]
         model = build(self.space.to_spec(choice))
-        names = {name: self._shared_name(name, choice) for name in model.state_dict()}
+        path_segments = declared_segments(model)
         shared = self.state_dict(keep_vars=True)
-        for name, shared_name in names.items():
-            small, big = model.state_dict()[name], shared.get(shared_name)
-            if (
-                big is None
-                or small.dim() != big.dim()
-                or any(s > b for s, b in zip(small.shape, big.shape, strict=True))
-            ):
-                raise SpecError(
-                    f"path tensor {name} {tuple(small.shape)} does not fit the shared tensor "
-                    f"{shared_name} {None if big is None else tuple(big.shape)}"
-                )
+        slots = {}
+        for name, small in model.state_dict().items():
+            shared_name = self._shared_name(name, choice)
+            slots[name] = self._slot(name, small, shared_name, shared.get(shared_name), path_segments.get(name, {}))
         model.to(next(self.parameters()).device)
-        self._templates[key] = (model, names)
+        self._templates[key] = (model, slots)
         if len(self._templates) > TEMPLATE_CACHE:
             self._templates.popitem(last=False)
-        return model, names
+        return model, slots
+
+    def _slot(
+        self, name: str, small: torch.Tensor, shared_name: str, big: torch.Tensor | None, segments: Segments
+    ) -> PathSlot:
+        """Check that path tensor ``name`` fits its shared tensor and compute its segment indices."""
+        widest = self._segments.get(shared_name, {})
+        where = f"path tensor {name} {tuple(small.shape)}"
+        if big is None or small.dim() != big.dim() or any(s > b for s, b in zip(small.shape, big.shape, strict=True)):
+            raise SpecError(
+                f"{where} does not fit the shared tensor {shared_name} {None if big is None else tuple(big.shape)}"
+            )
+        if set(segments) != set(widest):
+            raise SpecError(
+                f"{where}: segmented axes {sorted(segments)} differ from those of {shared_name} {sorted(widest)}"
+            )
+        index = {}
+        for axis, sizes in segments.items():
+            if sum(sizes) != small.shape[axis] or sum(widest[axis]) != big.shape[axis]:
+                raise SpecError(
+                    f"{where}: axis {axis} segments {sizes} / shared {widest[axis]} do not add up to the tensor sizes "
+                    f"{small.shape[axis]} / {big.shape[axis]}"
+                )
+            index[axis] = segment_index(sizes, widest[axis], f"{where} axis {axis}").to(big.device)
+        return PathSlot(shared_name, small.shape, index)
 
     @staticmethod
     def _shared_name(name: str, choice: dict[str, Any]) -> str:
@@ -121,13 +167,20 @@ class Supernet(nn.Module):
         return name
 
     def path_tensors(self, choice: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The sliced shared tensors of a path, keyed by the stand-alone model's names (views, with grad)."""
-        model, names = self._template(choice)
+        """The shared tensors cut to a path, keyed by the stand-alone model's names: leading slices (views) and,
+        on segmented axes, ``index_select`` gathers; all with grad."""
+        _, slots = self._template(choice)
         shared = self.state_dict(keep_vars=True)
         out = {}
-        for name, small in model.state_dict().items():
-            big = shared[names[name]]
-            out[name] = big[tuple(slice(0, n) for n in small.shape)] if small.dim() else big
+        for name, slot in slots.items():
+            big = shared[slot.shared]
+            if not slot.shape:
+                out[name] = big
+                continue
+            cut = big[tuple(slice(None) if a in slot.index else slice(0, n) for a, n in enumerate(slot.shape))]
+            for axis, entries in slot.index.items():
+                cut = cut.index_select(axis, entries.to(cut.device))
+            out[name] = cut
         return out
 
     def forward(self, x: torch.Tensor, choice: dict[str, Any]) -> torch.Tensor:

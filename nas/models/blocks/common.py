@@ -1,6 +1,15 @@
-"""Small layers shared by the block families, plus the generic head/fusion/upsampler choices."""
+"""Small layers shared by the block families, plus the generic head/fusion/upsampler choices.
+
+**Channel segments** (for the weight-sharing supernet, ``nas.search.supernet``): a module whose tensor axis
+reads a channel concatenation, or whose output is split, declares it with a method
+``channel_segments(self) -> Segments``: tensor name relative to the module (``"c5.weight"``) ->
+``{axis: [segment sizes]}`` (the sizes add up to the axis length). ``conv_segments`` writes the entries of
+one conv (weight and bias); ``declared_segments(model)`` collects every module's, by full tensor name.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -8,6 +17,8 @@ from torch.nn import functional as F
 
 from nas.errors import SpecError
 from nas.models.registry import FUSIONS, HEADS, UPSAMPLERS
+
+Segments = dict[str, dict[int, list[int]]]
 
 ACTIVATIONS = ("relu", "lrelu", "relu6", "prelu", "silu", "gelu", "sigmoid")
 
@@ -40,6 +51,41 @@ def conv(
         groups=groups,
         dilation=dilation,
     )
+
+
+def conv_segments(
+    name: str, layer: nn.Conv2d, *, inputs: Sequence[int] | None = None, outputs: Sequence[int] | None = None
+) -> Segments:
+    """The segment entries of conv ``name``: ``inputs`` are the parts of the concatenation it reads (weight
+    axis 1), ``outputs`` the parts its output is split into (weight axis 0 and the bias)."""
+    weight: dict[int, list[int]] = {}
+    if outputs is not None:
+        weight[0] = [int(v) for v in outputs]
+    if inputs is not None:
+        weight[1] = [int(v) for v in inputs]
+    entries = {f"{name}.weight": weight}
+    if outputs is not None and layer.bias is not None:
+        entries[f"{name}.bias"] = {0: [int(v) for v in outputs]}
+    return entries
+
+
+def declared_segments(model: nn.Module) -> Segments:
+    """Every ``channel_segments`` declaration of ``model``'s modules, keyed by the full tensor name."""
+    found: Segments = {}
+    for path, module in model.named_modules():
+        declare = getattr(module, "channel_segments", None)
+        if not callable(declare):
+            continue
+        for rel, axes in declare().items():
+            name = f"{path}.{rel}" if path else rel
+            entry = found.setdefault(name, {})
+            for axis, sizes in axes.items():
+                if entry.get(axis, sizes) != sizes:
+                    raise SpecError(
+                        f"tensor {name} axis {axis}: conflicting channel segments {entry[axis]} and {sizes}"
+                    )
+                entry[axis] = list(sizes)
+    return found
 
 
 def activation(name: str | None, *, negative_slope: float = 0.05, channels: int = 1) -> nn.Module:
@@ -94,8 +140,13 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, channels: int, num_blocks: int, act: str | None = "lrelu", negative_slope: float = 0.05) -> None:
         super().__init__()
+        self.num_blocks = num_blocks
         self.conv = conv(channels * num_blocks, channels, 1)
         self.act = activation(act, negative_slope=negative_slope, channels=channels)
+
+    def channel_segments(self) -> Segments:
+        """``conv`` reads the concat of the ``num_blocks`` block outputs."""
+        return conv_segments("conv", self.conv, inputs=[self.conv.in_channels // self.num_blocks] * self.num_blocks)
 
     def forward(self, head: torch.Tensor, outputs: list[torch.Tensor], extras: list[tuple]) -> torch.Tensor:
         return self.act(self.conv(torch.cat(outputs, dim=1)))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from nas.errors import SpecError
-from nas.models.blocks.common import conv, safe_sqrt
+from nas.models.blocks.common import Segments, conv, conv_segments, safe_sqrt
 from nas.models.registry import BLOCKS
 
 
@@ -89,6 +89,22 @@ class IMDB(nn.Module):
         self.act = nn.LeakyReLU(negative_slope, inplace=True)
         self.c5 = conv(dc * 4, channels, 1)
         self.cca = CCALayer(dc * 4, cca_reduction) if cca else None
+
+    def channel_segments(self) -> Segments:
+        """c1..c3 outputs are split [distilled, remaining]; c5 (and CCA's convs, in and out) see the concat of the
+        four distilled parts."""
+        s1, s2, s3 = self.split_sizes
+        parts = [s1[0], s2[0], s3[0], self.c4.out_channels]
+        found = {
+            **conv_segments("c1", self.c1, outputs=s1),
+            **conv_segments("c2", self.c2, outputs=s2),
+            **conv_segments("c3", self.c3, outputs=s3),
+            **conv_segments("c5", self.c5, inputs=parts),
+        }
+        if self.cca is not None:
+            found.update(conv_segments("cca.conv_du.0", self.cca.conv_du[0], inputs=parts))
+            found.update(conv_segments("cca.conv_du.2", self.cca.conv_du[2], outputs=parts))
+        return found
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s1, s2, s3 = self.split_sizes

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from nas.errors import SpecError
-from nas.models.blocks.common import conv, safe_sqrt
+from nas.models.blocks.common import Segments, conv, conv_segments, safe_sqrt
 from nas.models.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
@@ -111,6 +111,11 @@ class LatticeBlock(nn.Module):
         self.x_ca2 = CombinationCoefficient(channels, cc_channels)
         self.compress = conv(2 * channels, channels, 1)
 
+    def channel_segments(self) -> Segments:
+        """``compress`` reads the concat of the two paths (p3 from conv_block1, q3 from conv_block0)."""
+        parts = [self.conv_block1[4].out_channels, self.conv_block0[4].out_channels]
+        return conv_segments("compress", self.compress, inputs=parts)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # analysis unit: first butterfly
         short = self.conv_block0(x)
@@ -142,6 +147,18 @@ class BackwardFusion(nn.Module):
             raise SpecError(f"fusion 'bfm' needs a width of at least 2, got {channels}")
         self.t_tdm = nn.ModuleList(_tdm(channels, top) for _ in range(num_blocks - 1))
         self.l_tdm = nn.ModuleList(_tdm(channels, channels - top) for _ in range(num_blocks - 1))
+
+    def channel_segments(self) -> Segments:
+        """Every fusion step after the first reads the previous step's concat [t_tdm, l_tdm] in ``t_tdm``.
+
+        The last step's concat is the fusion output: what reads it next (body conv, upsampler, body skip) sees
+        it as plain trunk channels, so a narrower path puts its l_tdm half at other trunk positions than the
+        widest one (a positional mismatch weight slicing cannot undo)."""
+        found: Segments = {}
+        for i in range(1, len(self.t_tdm)):
+            parts = [self.t_tdm[i - 1][0].out_channels, self.l_tdm[i - 1][0].out_channels]
+            found.update(conv_segments(f"t_tdm.{i}.0", self.t_tdm[i][0], inputs=parts))
+        return found
 
     def forward(self, head: torch.Tensor, outputs: list[torch.Tensor], extras: list[tuple]) -> torch.Tensor:
         out = outputs[-1]

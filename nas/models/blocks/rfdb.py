@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nas.errors import SpecError
-from nas.models.blocks.common import conv
+from nas.models.blocks.common import Segments, conv, conv_segments
 from nas.models.blocks.esa import ESA
 from nas.models.registry import BLOCKS
 
@@ -56,6 +56,11 @@ class RFDB(nn.Module):
         self.act = nn.LeakyReLU(negative_slope, inplace=True)
         self.c5 = conv(dc * 4, channels, 1)
         self.esa = ESA(channels, max(1, channels // 4) if esa_channels is None else esa_channels, "rfdn")
+
+    def channel_segments(self) -> Segments:
+        """``c5`` reads the concat of the four distilled outputs."""
+        parts = [self.c1_d.out_channels, self.c2_d.out_channels, self.c3_d.out_channels, self.c4.out_channels]
+        return conv_segments("c5", self.c5, inputs=parts)
 
     def _refine(self, layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         out = layer(x)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nas.errors import SpecError
-from nas.models.blocks.common import conv
+from nas.models.blocks.common import Segments, conv, conv_segments
 from nas.models.registry import BLOCKS
 
 
@@ -63,6 +63,10 @@ class SCPA(nn.Module):
         self.PAConv = PAConv(branch, kernel_size)
         self.conv3 = conv(2 * branch, channels, 1, bias=False)
         self.lrelu = nn.LeakyReLU(negative_slope, inplace=True)
+
+    def channel_segments(self) -> Segments:
+        """``conv3`` reads the concat of the two branches."""
+        return conv_segments("conv3", self.conv3, inputs=[self.k1[0].out_channels, self.PAConv.k4.out_channels])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.lrelu(self.k1(self.lrelu(self.conv1_a(x))))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from nas.errors import SpecError
-from nas.models.blocks.common import conv
+from nas.models.blocks.common import Segments, conv, conv_segments
 from nas.models.blocks.lattice import DIV2K_MEAN
 from nas.models.registry import BLOCKS, FUSIONS, HEADS
 
@@ -101,6 +101,11 @@ class SPANFusion(nn.Module):
         self.extras = _check_indices("extras", extras, num_blocks)
         self.conv_2 = conv(channels, channels, 3)
         self.conv_cat = conv(channels * (2 + len(self.outputs) + len(self.extras)), channels, 1)
+
+    def channel_segments(self) -> Segments:
+        """``conv_cat`` reads the concat of its 2 + len(outputs) + len(extras) parts, all of the same width."""
+        n = 2 + len(self.outputs) + len(self.extras)
+        return conv_segments("conv_cat", self.conv_cat, inputs=[self.conv_cat.in_channels // n] * n)
 
     def forward(self, head: torch.Tensor, outputs: list[torch.Tensor], extras: list[tuple]) -> torch.Tensor:
         parts = [head, self.conv_2(outputs[-1])]
