@@ -116,6 +116,7 @@ def test_bench_profile_matches_and_fails_on_a_mismatch(results, monkeypatch):
     assert data["rows"][0]["mismatched"] == "params" and "**NO**" in md
 
 
+@pytest.mark.slow
 def test_bench_runtime_tiny(results, monkeypatch):
     bench = load("bench_runtime")
 
@@ -165,6 +166,7 @@ def test_bench_latency_noise_tiny(results):
     assert "Spearman of counts vs runtime" in md
 
 
+@pytest.mark.slow
 def test_bench_ranking_tiny_and_resumed(results):
     bench = load("bench_ranking")
     args = ["--supernet-steps", "1", "--steps", "1", "--subnets", "3", "--pool", "3", "--batch-size", "1"]
@@ -220,6 +222,7 @@ def test_prune_cases_parse_and_reject_bad_ones(results):
             bench.parse_case(bad)
 
 
+@pytest.mark.slow
 def test_bench_prune_tiny_then_measure_only(results, reference):
     bench = load("bench_prune")
     args = ["--cases", "rfdn:0.9", "--rounds", "1", "--round-steps", "1", "--steps", "1", "--score-batches", "1"]

@@ -65,6 +65,7 @@ def test_pipeline_targets_as_srnas_prune(tmp_path, results_env, tiny_space_data,
     ]
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end_and_rerun(tmp_path, tiny_space, tiny_options):
     run_dir = tmp_path / "tiny"
     opts = PipelineOptions(

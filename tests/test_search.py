@@ -204,6 +204,7 @@ def _count_complete(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_loses_only_trials_in_flight(tmp_path, tiny_space_data):
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump({**tiny_space_data, "search": {**tiny_space_data["search"], "trials": 12}}))
@@ -250,6 +251,7 @@ def _distinct(trials: pd.DataFrame) -> None:
     assert done.spec.map(lambda s: json.dumps(json.loads(s), sort_keys=True)).is_unique
 
 
+@pytest.mark.slow
 def test_trials_measure_distinct_architectures_and_repeats_are_not_spent(tmp_path, small_space_data, tiny_options):
     space = parse_space(small_space_data)
     assert space.size() == 8

@@ -22,6 +22,8 @@ from nas.search.run import run_search, train_supernet
 from nas.search.space import parse_space
 from nas.search.study import STUDY_NAME, storage_for
 
+pytestmark = pytest.mark.slow  # starts a Ray instance
+
 SPACE = {
     "name": "raytiny",
     "scale": 4,

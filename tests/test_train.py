@@ -158,6 +158,7 @@ def _kill_at(step_to_die: int):
     return hook
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [TinySR, TwoPathSR])
 def test_kill_and_resume_is_bitwise_identical(dataset, tmp_path, cls):
     val = D.validation_pairs(dataset, max_size=16)

@@ -112,6 +112,17 @@ class DistinctOptunaSearch(OptunaSearch):
         self.exhausted = True
         return Searcher.FINISHED
 
+    # The Optuna study is the search's state (a resumed search reopens it); Tune's own searcher checkpoint is
+    # never restored. The live study and sampler stay in this process: optuna >= 5.1's GA samplers hold a
+    # thread lock, which Tune's pickling of its config (``tuner.pkl``) and of the searcher cannot take.
+    LIVE = ("_sampler", "_ot_study", "_ot_trials")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self.LIVE}
+
+    def save(self, checkpoint_path: str) -> None:
+        raise NotImplementedError("the Optuna study holds the state; Tune skips the searcher checkpoint")
+
 
 # --------------------------------------------------------------------------- worker side
 
