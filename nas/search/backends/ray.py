@@ -151,6 +151,7 @@ def evaluate_trial(config: dict[str, Any], job: RayJob) -> None:
         storage.set_trial_user_attr(trial_id, key, value)
 
     set_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    set_attr("node", ray.get_runtime_context().get_node_id())  # which Ray node of the cluster measured it
     t1 = time.perf_counter()
     try:
         metrics = evaluator.evaluate(config["choice"])
