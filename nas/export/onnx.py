@@ -18,7 +18,10 @@ import contextlib
 import copy
 import io
 import logging
+import os
 import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -162,9 +165,9 @@ def _export_dynamo(model: nn.Module, path: str | Path, example: torch.Tensor, dy
         dynamic_shapes=shapes,
         verbose=False,
     )
-    if dynamic:
-        _name_dynamic_axes(program.model_proto)
     program.save(str(path), external_data=False)
+    if dynamic:
+        _name_dynamic_axes(path)
 
 
 def _export_torchscript(model: nn.Module, path: str | Path, example: torch.Tensor, dynamic: bool, opset: int | None):
@@ -183,26 +186,36 @@ def _export_torchscript(model: nn.Module, path: str | Path, example: torch.Tenso
     Path(path).write_bytes(buffer.getvalue())
 
 
-def _name_dynamic_axes(proto) -> None:
+def _name_dynamic_axes(path: str | Path) -> None:
     """Readable names (``height``, ``width``, ``out_height``, ``out_width``) for the graph's dynamic axes."""
+    import onnx
+
+    proto = onnx.load(str(path))
     for value, prefix in ((proto.graph.input[0], ""), (proto.graph.output[0], "out_")):
         dims = value.type.tensor_type.shape.dim
         for dim, axis in zip(dims[2:4], ("height", "width"), strict=False):
             if dim.dim_param:
                 dim.dim_param = prefix + axis
+    onnx.save(proto, str(path))
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the exporters' progress prints, warnings and log lines (failures still raise)."""
+    """Silence the exporters' progress prints (Python and C++ stdout), warnings and log lines; failures still
+    raise."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    sys.stdout.flush()
+    saved = os.dup(1)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with tempfile.TemporaryFile() as sink, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            os.dup2(sink.fileno(), 1)
             warnings.simplefilter("ignore")
             yield
     finally:
+        os.dup2(saved, 1)
+        os.close(saved)
         logger.setLevel(level)
 
 
