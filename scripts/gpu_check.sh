@@ -34,14 +34,13 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ "$DRY" = "0" ] || DRY=1
-RESULTS="$(mkdir -p "${RESULTS:-$PWD/results}" && cd "${RESULTS:-$PWD/results}" && pwd)"
-export SRNAS_RESULTS_DIR="$RESULTS" SRNAS_PROGRESS=plain PYTHONUNBUFFERED=1
-SRNAS=("$PY" -m nas.cli.main)
-
 if [ "$DRY" = 0 ] && ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     echo "gpu_check.sh: no CUDA device here (torch.cuda.is_available() is False); --dry-run runs the sequence on CPU" >&2
     exit 1
 fi
+RESULTS="$(mkdir -p "${RESULTS:-$PWD/results}" && cd "${RESULTS:-$PWD/results}" && pwd)" || exit 1
+export SRNAS_RESULTS_DIR="$RESULTS" SRNAS_PROGRESS=plain PYTHONUNBUFFERED=1
+SRNAS=("$PY" -m nas.cli.main)
 
 WORK="$RESULTS/gpu_check"
 rm -rf -- "$WORK"
@@ -52,10 +51,10 @@ if [ "$DRY" = 1 ]; then
     DEV=cpu
     read -r L_PROFILE L_TRAIN L_SEARCH L_PRUNE <<< "${SRNAS_GPU_LIMITS:-180 180 240 240}"
     PROFILE=(--size 24 --repeats 1 --warmup 0)
-    TRAIN=(--steps 3 --batch-size 2 --patch-size 16 --val-max-size 48)
+    TRAIN=(--steps 3 --batch-size 2 --patch-size 24 --val-max-size 96)
     SEARCH=(--trials 3 --steps 3)
-    PRUNE=(--target-runtime 0.9 --rounds 1 --round-steps 2 --steps 2 --score-batches 1 --batch-size 2 --patch-size 16
-           --val-max-size 48 --size 32 --repeats 2)
+    PRUNE=(--target-runtime 0.9 --rounds 1 --round-steps 2 --steps 2 --score-batches 1 --batch-size 2 --patch-size 24
+           --val-max-size 96 --size 32 --repeats 2)
     TRIALS=3
 else
     DEV=cuda
@@ -148,9 +147,11 @@ def prune_numbers(data):
         return False, "no report"
     last = stages[-1]
     psnr = ", ".join(f"{k} {v:+.2f} dB" for k, v in last.get("psnr_y_change", {}).items())
+    target, ratio = data["target"].get("runtime"), last["ratio"]["runtime_ms"]
+    met = "met" if target is not None and ratio is not None and ratio <= target else "not met"
     text = (
-        f"target runtime {data['target'].get('runtime')}: {fmt(stages[0]['runtime_ms'])} -> "
-        f"{fmt(last['runtime_ms'])} ms ({fmt(last['ratio']['runtime_ms'], 3)}x), params "
+        f"target runtime {target} ({met}): {fmt(stages[0]['runtime_ms'])} -> "
+        f"{fmt(last['runtime_ms'])} ms ({fmt(ratio, 3)}x), params "
         f"{stages[0]['params']:,} -> {last['params']:,}; PSNR change {psnr or '-'}"
     )
     return True, text
