@@ -174,8 +174,9 @@ def time_variant(
 
 def variant_unavailable(variant: str) -> str | None:
     """Why a variant cannot run at all on this installation, or None."""
-    if variant == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime: not installed (not installed on purpose; `pip install onnxruntime` adds this variant)"
+    missing = [m for m in ("onnxruntime", "onnxscript", "onnx") if importlib.util.find_spec(m) is None]
+    if variant == "onnxruntime" and missing:
+        return f"onnxruntime: not installed ({', '.join(missing)} missing; `pip install -e .[bench]` adds this variant)"
     return None
 
 

@@ -104,6 +104,8 @@ def export_checked(
         export_onnx(net, tmp, inputs[0], dynamic=dynamic, opset=opset, exporter=exporter, name=name)
         diff, provider = max_abs_diff(net, tmp, inputs)
         info = onnx_info(tmp)
+        if opset is not None and info.opset != opset:
+            raise ExportError(f"{name}: opset {opset} was asked, the {exporter} exporter wrote opset {info.opset}")
         report = ExportReport(
             path=str(path),
             bytes=tmp.stat().st_size,
