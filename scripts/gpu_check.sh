@@ -42,11 +42,6 @@ RESULTS="$(mkdir -p "${RESULTS:-$PWD/results}" && cd "${RESULTS:-$PWD/results}" 
 export SRNAS_RESULTS_DIR="$RESULTS" SRNAS_PROGRESS=plain PYTHONUNBUFFERED=1
 SRNAS=("$PY" -m nas.cli.main)
 
-WORK="$RESULTS/gpu_check"
-rm -rf -- "$WORK"
-mkdir -p "$WORK" "$RESULTS/bench"
-: > "$WORK/steps.tsv"
-
 if [ "$DRY" = 1 ]; then
     DEV=cpu
     read -r L_PROFILE L_TRAIN L_SEARCH L_PRUNE <<< "${SRNAS_GPU_LIMITS:-180 180 240 240}"
@@ -65,6 +60,17 @@ else
     PRUNE=(--target-runtime 0.8 --rounds 3 --round-steps 100 --steps 200)
     TRIALS=20
 fi
+for limit in "$L_PROFILE" "$L_TRAIN" "$L_SEARCH" "$L_PRUNE"; do
+    if ! [[ "$limit" =~ ^[1-9][0-9]*$ ]]; then
+        echo "gpu_check.sh: SRNAS_GPU_LIMITS must be four positive whole seconds, got '${SRNAS_GPU_LIMITS:-}'" >&2
+        exit 2
+    fi
+done
+
+WORK="$RESULTS/gpu_check"
+rm -rf -- "$WORK"
+mkdir -p "$WORK" "$RESULTS/bench"
+: > "$WORK/steps.tsv"
 
 # run_step NAME LIMIT COMMAND...: stdout (JSON) -> WORK/NAME.json, stderr -> WORK/NAME.log, "NAME rc wall_ms limit"
 run_step() {

@@ -16,8 +16,8 @@ STEPS = ("profile", "train", "search", "prune")
 
 
 def _run(*args: str, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    full = {**os.environ, "SRNAS_PROGRESS": "off", **(env or {})}
-    full.pop("SRNAS_GPU_DRY_RUN", None) if env is None or "SRNAS_GPU_DRY_RUN" not in env else None
+    inherited = {k: v for k, v in os.environ.items() if k not in ("SRNAS_GPU_DRY_RUN", "SRNAS_GPU_LIMITS")}
+    full = {**inherited, "SRNAS_PROGRESS": "off", **(env or {})}
     return subprocess.run(["bash", str(SCRIPT), *args], env=full, capture_output=True, text=True, timeout=timeout)
 
 
@@ -67,6 +67,8 @@ def test_without_cuda_exits_1_with_one_line(tmp_path):
     assert not out.exists()
 
 
-def test_unknown_argument_is_refused():
+def test_bad_arguments_are_refused(tmp_path):
     proc = _run("--nope")
     assert proc.returncode == 2 and "unknown argument --nope" in proc.stderr
+    proc = _run("--dry-run", "--results-dir", str(tmp_path), env={"SRNAS_GPU_LIMITS": "10 x"})
+    assert proc.returncode == 2 and "SRNAS_GPU_LIMITS" in proc.stderr and not (tmp_path / "gpu_check").exists()
