@@ -119,8 +119,11 @@ def resolve_devices(requested: list[str] | None) -> list[str]:
 
 
 def time_onnxruntime(model: nn.Module, size: InputSize, device: str, repeats: int, warmup: int) -> Timing:
-    """Export to ONNX and time ``InferenceSession.run`` (host<->device copies included on CUDA)."""
+    """Export to ONNX (``nas.export``, dynamo exporter) and time ``InferenceSession.run`` (host<->device copies
+    included on CUDA)."""
     import onnxruntime as ort
+
+    from nas.export.onnx import export_onnx, onnx_session
 
     provider = "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
     if provider not in ort.get_available_providers():
@@ -128,14 +131,9 @@ def time_onnxruntime(model: nn.Module, size: InputSize, device: str, repeats: in
     x = torch.rand(1, *size, generator=torch.Generator().manual_seed(0))
     net = copy.deepcopy(model).cpu().eval()
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "model.onnx")
-        try:
-            torch.onnx.export(net, (x,), path, input_names=["lr"], output_names=["sr"], dynamo=True)
-        except Exception:  # noqa: BLE001 - the TorchScript exporter covers what the dynamo one cannot
-            torch.onnx.export(net, (x,), path, input_names=["lr"], output_names=["sr"], dynamo=False, opset_version=17)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(path, options, providers=[provider])
+        path = Path(tmp) / "model.onnx"
+        export_onnx(net, path, x)
+        session = onnx_session(path, provider)
         feed = {session.get_inputs()[0].name: x.numpy()}
         for _ in range(warmup):
             session.run(None, feed)
@@ -176,8 +174,9 @@ def time_variant(
 
 def variant_unavailable(variant: str) -> str | None:
     """Why a variant cannot run at all on this installation, or None."""
-    if variant == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime: not installed (not installed on purpose; `pip install onnxruntime` adds this variant)"
+    missing = [m for m in ("onnxruntime", "onnxscript", "onnx") if importlib.util.find_spec(m) is None]
+    if variant == "onnxruntime" and missing:
+        return f"onnxruntime: not installed ({', '.join(missing)} missing; `pip install -e .[bench]` adds this variant)"
     return None
 
 

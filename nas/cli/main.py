@@ -15,6 +15,7 @@ from nas.paths import RESULTS_ENV
 
 # Each module defines ``register(subparsers)``, which adds its parser and sets ``func=run``.
 COMMAND_MODULES = ["zoo", "profile", "downscale", "sr", "eval", "train", "prune", "search", "pipeline", "front", "show"]
+COMMAND_MODULES += ["export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
