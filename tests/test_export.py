@@ -216,3 +216,15 @@ def test_bad_input_is_one_error_line(args, message, tmp_path, capsys):
     assert err.startswith("srnas export: error:") and message in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert not np.any([p.suffix == ".onnx" for p in tmp_path.rglob("*")])
+
+
+def test_missing_onnx_packages_are_one_clear_error(monkeypatch):
+    import importlib.util
+
+    from nas.export.onnx import ExportError, require_onnx
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnxscript" else real(n, *a))
+    require_onnx("torchscript")  # the legacy exporter does not need onnxscript
+    with pytest.raises(ExportError, match=r"needs onnxscript: pip install 'srnas\[export\]'"):
+        require_onnx("dynamo")

@@ -126,6 +126,16 @@ def export_checked(
     return report
 
 
+def require_onnx(exporter: str = DEFAULT_EXPORTER) -> None:
+    """The packages export needs, or one ExportError naming them (they are the optional ``export`` extra)."""
+    import importlib.util
+
+    names = ["onnx", "onnxruntime"] + (["onnxscript"] if exporter == "dynamo" else [])
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        raise ExportError(f"srnas export needs {', '.join(missing)}: pip install 'srnas[export]'")
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -139,6 +149,7 @@ def export_onnx(
     """Write ``model`` (eval mode, CPU) traced on ``example`` as one self-contained ONNX file at ``path``.
 
     ``dynamic``: height and width are dynamic axes (batch and channels stay fixed)."""
+    require_onnx(exporter)
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose {' or '.join(EXPORTERS)}")
     example = example.detach().cpu()
