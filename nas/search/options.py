@@ -81,8 +81,9 @@ class SupernetTraining(TrainConfig):
 
     def to_dict(self) -> dict[str, Any]:
         d = {**super().to_dict(), "data": self.data, "sampling": self.sampling}
-        if self.sampling == "sandwich":  # only then: older run folders' fingerprints stay as they were
-            d.update(sandwich_paths=self.sandwich_paths, distill=self.distill, distill_weight=self.distill_weight)
+        if self.sampling != "sandwich":  # the sandwich options only then: older fingerprints stay as they were
+            for key in ("sandwich_paths", "distill", "distill_weight"):
+                d.pop(key)
         return d
 
 
