@@ -267,6 +267,31 @@ def permutation_pvalue(
     return (hits + 1) / (permutations + 1)
 
 
+def bootstrap_interval(
+    n: int,
+    statistic: Callable[[np.ndarray], float],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` items resampled with replacement.
+
+    ``statistic`` gets an index array (so paired statistics resample both series together); resamples where
+    it is NaN (e.g. all one item) are dropped. The same ``seed`` draws the same resamples for every statistic.
+    """
+    if n < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)], dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return math.nan, math.nan
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def coefficient_of_variation(values: Sequence[float]) -> float:
     """Sample standard deviation over mean; NaN for fewer than 2 values."""
     v = np.asarray(values, dtype=float)

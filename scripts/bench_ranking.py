@@ -1,18 +1,23 @@
 """Supernet ranking quality: does inherited-weight PSNR rank subnets like stand-alone training does?
 
-1. The supernet: ``--run RUN`` reuses a search run's ``supernet.safetensors`` and search space; otherwise the
-   space (``--space``, default quick) is trained here with the shared loop into
-   ``results/bench/ranking/supernet-<space>-<hash>/`` (resumable).
+1. The supernets: ``--run RUN`` reuses a search run's ``supernet.safetensors`` and search space; otherwise the
+   space (``--space``, default quick) is trained here with the shared loop once per ``--remedies`` entry
+   (``baseline``: the space's ``train:`` section as it is; ``sandwich``; ``sandwich+inplace``; each with the
+   ``--train KEY=VALUE`` overrides) into ``results/bench/ranking/supernet-<space>-<hash of its options>/``
+   (resumable).
 2. ``--subnets`` architectures spanning the space: ``--pool`` distinct random choices, sorted by activations,
    picked at evenly spaced quantiles (smallest and largest included).
 3. Each is scored as the search scores it (``nas.search.evaluator.Evaluator``: inherited weights, BatchNorm
    recalibrated, Y-PSNR on the validation set), then trained from scratch with the shared loop for
    ``--steps`` steps (the space's training options otherwise) into ``results/bench/ranking/<id>/`` -- a kill
    loses nothing, the next run resumes -- and scored on the same validation images.
-4. Kendall tau and Spearman between inherited and stand-alone PSNR, with a permutation p-value; for
-   reference, how well params, activations and FLOPs alone rank the stand-alone PSNR.
+4. For each ranker (each supernet's inherited PSNR; and activations, FLOPs, params alone): Kendall tau with
+   the stand-alone PSNR, its bootstrap 95% interval (subnets resampled, the same resamples for every
+   ranker), and the mean tau within activation terciles (does it rank models of similar size?); for the
+   supernets also Spearman, a permutation p-value and the tau gain over the best size-only ranker [interval].
 
-    .venv/bin/python scripts/bench_ranking.py                       # train quick's supernet, then 8 subnets
+    .venv/bin/python scripts/bench_ranking.py                       # train quick's supernet, then 24 subnets
+    .venv/bin/python scripts/bench_ranking.py --remedies baseline sandwich sandwich+inplace
     .venv/bin/python scripts/bench_ranking.py --run results/quick   # reuse a finished search's supernet
 """
 
@@ -21,8 +26,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,7 @@ import torch
 import yaml
 from bench_common import (
     bench_dir,
+    bootstrap_interval,
     command_line,
     distinct_choices,
     environment,
@@ -47,7 +54,7 @@ from tqdm import tqdm
 
 from nas.cli.commands.search import find_space
 from nas.device import resolve_device
-from nas.errors import SrnasError
+from nas.errors import SpecError, SrnasError
 from nas.io import atomic_write
 from nas.measure.evaluate import mean_psnr
 from nas.measure.profiler import count_complexity
@@ -59,9 +66,15 @@ from nas.search.space import SearchSpace, load_space, parse_space
 from nas.train import train
 
 NAME = "ranking"
-# ~0.3 s per step (batch 16, LR patch 24) on a free 2-core CPU: 8 x 800 steps ~ 32 min, + ~8 min for quick's
-# 1500-step supernet when it is trained here -- about 40 min in all
+# ~0.3 s per step (batch 16, LR patch 24) on a free 2-core CPU: 24 x 800 steps ~ 1.6 h; results/bench/ranking.md
+# was measured with smaller budgets (see its command line)
 DEFAULT_STEPS = 800
+# the supernet-training remedies compared by --remedies: overrides of the space's train: section
+REMEDIES: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "sandwich": {"sampling": "sandwich"},
+    "sandwich+inplace": {"sampling": "sandwich", "distill": "inplace"},
+}
 COUNT_SIZE = (3, 256, 256)
 PROXIES = ("params", "activations", "flops")
 # TrainConfig fields that do not change the trained weights: left out of a stand-alone run's id
@@ -131,145 +144,274 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", help="reuse this search run's supernet and space (folder or name under results/)")
     parser.add_argument("--space", default="quick", help="search space to train here when --run is absent")
     parser.add_argument("--supernet-steps", type=int, help="supernet training steps (default: the space's)")
-    parser.add_argument("--subnets", type=int, default=8, help="architectures to compare (>= 3)")
+    parser.add_argument(
+        "--remedies", nargs="+", default=["baseline"], choices=list(REMEDIES), help="supernets to train and compare"
+    )
+    parser.add_argument(
+        "--train", action="append", default=[], metavar="KEY=VALUE", help="override of the supernets' train: section"
+    )
+    parser.add_argument("--subnets", type=int, default=24, help="architectures to compare (>= 3)")
     parser.add_argument("--pool", type=int, default=64, help="random architectures they are picked from")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="stand-alone training steps per subnet")
     parser.add_argument("--batch-size", type=int, help="training batch (default: the space's)")
     parser.add_argument("--patch-size", type=int, help="LR training patch side (default: the space's)")
-    parser.add_argument("--data", help="training/validation data (default: the space's, usually embedded)")
+    parser.add_argument("--data", help="HR image folder tree or embedded: train + val data (default: the space's)")
     parser.add_argument("--val-max-size", type=int, help="validation crop, HR pixels (default: the space's)")
     parser.add_argument("--runtime-size", type=int, help="LR side for the runtime column (default: the space's)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--seed", type=int, default=0, help="architecture sampling, initialisation and patches")
     parser.add_argument("--permutations", type=int, default=10000, help="for the p-value of Kendall tau")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="resamples for the 95%% intervals")
     return parser
 
 
-def supernet_and_space(args: argparse.Namespace, device: str) -> tuple[SearchSpace, Path, str]:
-    """The space and supernet weights of ``--run``, or a supernet trained here; plus where it came from."""
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a mapping, values read as YAML (``steps=500``, ``distill=inplace``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SrnasError(f"--train expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def supernet_options(space: SearchSpace, args: argparse.Namespace, remedy: str) -> SupernetTraining:
+    """The supernet's training options: the space's, this run's overrides, the remedy, ``--train``."""
+    overrides = {**REMEDIES[remedy], **parse_overrides(args.train)}
+    try:
+        return replace(train_options(space, args, args.supernet_steps), **overrides)
+    except (TypeError, SpecError) as exc:
+        raise SrnasError(f"supernet {remedy}: bad --train override: {exc}") from exc
+
+
+def train_seconds(folder: Path) -> float | None:
+    """The recorded training time of a finished supernet (its last call; None if unknown)."""
+    path = folder / "supernet" / "train_result.json"
+    return float(json.loads(path.read_text())["seconds"]) if path.is_file() else None
+
+
+def supernets(args: argparse.Namespace, device: str) -> tuple[SearchSpace, list[dict[str, Any]]]:
+    """The space and one entry (name, weights, source, options, train_s) per supernet to compare."""
     if args.run:
+        if args.remedies != ["baseline"] or args.train:
+            raise SrnasError("--remedies/--train train supernets here: they do not go with --run")
         space, weights = open_run(args.run)
-        return space, weights, str(weights)
+        return space, [{"name": "run", "weights": weights, "source": str(weights), "train_s": None}]
     space = load_space(find_space(args.space))
-    sn_opts = train_options(space, args, args.supernet_steps)
     space_data = {k: v for k, v in space.to_dict().items() if k not in ("train", "search")}
-    folder = ranking_dir() / f"supernet-{space.name}-{short_hash([sn_opts.to_dict(), space_data])}"
-    t0 = time.perf_counter()
-    torch.manual_seed(args.seed)  # the supernet's initialisation (train_supernet builds it)
-    weights = train_supernet(space, folder, sn_opts, device)
-    return space, weights, f"trained here: {weights} ({sn_opts.steps} steps; {time.perf_counter() - t0:.0f} s)"
+    out = []
+    for remedy in args.remedies:
+        opts = supernet_options(space, args, remedy)
+        folder = ranking_dir() / f"supernet-{space.name}-{short_hash([opts.to_dict(), space_data])}"
+        torch.manual_seed(args.seed)  # the supernet's initialisation (train_supernet builds it)
+        weights = train_supernet(space, folder, opts, device)
+        options = {k: v for k, v in opts.to_dict().items() if k in ("steps", "sampling", "sandwich_paths", "distill")}
+        source = f"{folder.name} ({', '.join(f'{k} {v}' for k, v in options.items())}; data {opts.data})"
+        out.append({"name": remedy, "weights": weights, "source": source, "train_s": train_seconds(folder)})
+    return space, out
 
 
-def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """Rank both PSNRs (in place, on ``rows``) and compare them: Kendall tau (+ p-value), Spearman, proxies."""
-    inherited = [r["psnr_inherited"] for r in rows]
-    alone = [r["psnr_standalone"] for r in rows]
-    for r, a, b in zip(rows, ranks([-v for v in inherited]), ranks([-v for v in alone]), strict=True):
-        r["rank_inherited"], r["rank_standalone"] = (int(v) if float(v).is_integer() else float(v) for v in (a, b))
-    summary: dict[str, Any] = {
-        "subnets": len(rows),
-        "kendall_tau": kendall_tau(inherited, alone),
-        "kendall_p_value": permutation_pvalue(inherited, alone, permutations=args.permutations, seed=args.seed),
-        "spearman": spearman(inherited, alone),
-        "standalone_steps": args.steps,
+def terciles(rows: list[dict[str, Any]]) -> list[list[int]]:
+    """Row indices split into three groups of consecutive activations (sizes differing by at most one)."""
+    order = np.argsort([r["activations"] for r in rows], kind="stable")
+    return [part.tolist() for part in np.array_split(order, 3)]
+
+
+def ranker_stats(
+    values: list[float], alone: list[float], groups: list[list[int]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Kendall tau of one ranker vs the stand-alone PSNR: point, bootstrap interval, within-tercile taus."""
+    x, y = np.asarray(values, dtype=float), np.asarray(alone, dtype=float)
+    low, high = bootstrap_interval(len(x), lambda i: kendall_tau(x[i], y[i]), resamples=args.bootstrap, seed=args.seed)
+    within = [kendall_tau(x[g], y[g]) for g in groups]
+    finite = [t for t in within if math.isfinite(t)]
+    return {
+        "kendall_tau": kendall_tau(x, y),
+        "ci_low": low,
+        "ci_high": high,
+        "tercile_taus": within,
+        "tercile_mean": float(np.mean(finite)) if finite else math.nan,
     }
-    for proxy in PROXIES:
-        summary[f"kendall_{proxy}_vs_standalone"] = kendall_tau([r[proxy] for r in rows], alone)
-    return summary
+
+
+def summarise(rows: list[dict[str, Any]], nets: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Every ranker's statistics; for each supernet also Spearman, p-value and the gain over size alone."""
+    alone = [r["psnr_standalone"] for r in rows]
+    for r, rank in zip(rows, ranks([-v for v in alone]), strict=True):
+        r["rank_standalone"] = int(rank) if float(rank).is_integer() else float(rank)
+    groups = terciles(rows)
+    sizes = {p: ranker_stats([r[p] for r in rows], alone, groups, args) for p in PROXIES}
+    best = max(PROXIES, key=lambda p: sizes[p]["kendall_tau"])
+    x_best, y = np.asarray([r[best] for r in rows], dtype=float), np.asarray(alone, dtype=float)
+    out = []
+    for net in nets:
+        values = [r[f"psnr_{net['name']}"] for r in rows]
+        stats = ranker_stats(values, alone, groups, args)
+        x = np.asarray(values, dtype=float)
+        gain = bootstrap_interval(
+            len(x),
+            lambda i, x=x: kendall_tau(x[i], y[i]) - kendall_tau(x_best[i], y[i]),
+            resamples=args.bootstrap,
+            seed=args.seed,
+        )
+        stats.update(
+            remedy=net["name"],
+            supernet=net["source"],
+            train_s=net["train_s"],
+            spearman=spearman(values, alone),
+            kendall_p_value=permutation_pvalue(values, alone, permutations=args.permutations, seed=args.seed),
+            gain_over_best_size=stats["kendall_tau"] - sizes[best]["kendall_tau"],
+            gain_ci=list(gain),
+        )
+        stats["meets_goal"] = bool(
+            stats["kendall_tau"] >= 0.85
+            and stats["gain_over_best_size"] >= 0.10
+            and all(stats["tercile_mean"] > sizes[p]["tercile_mean"] for p in PROXIES)
+        )
+        out.append(stats)
+    return {
+        "subnets": len(rows),
+        "standalone_steps": args.steps,
+        "bootstrap_resamples": args.bootstrap,
+        "tercile_sizes": [len(g) for g in groups],
+        "best_size_ranker": best,
+        "supernets": out,
+        "size_rankers": sizes,
+        "kendall_tau": out[0]["kendall_tau"],  # the first supernet's, as before
+    }
+
+
+def _ci(stats: dict[str, Any]) -> str:
+    return f"{stats['kendall_tau']:.3f} [{stats['ci_low']:.2f}, {stats['ci_high']:.2f}]"
+
+
+def _terciles(stats: dict[str, Any]) -> str:
+    return f"{stats['tercile_mean']:.3f} ({' / '.join(f'{t:.2f}' for t in stats['tercile_taus'])})"
+
+
+def _gain(s: dict[str, Any]) -> str:
+    low, high = s["gain_ci"]
+    return f"{s['gain_over_best_size']:+.3f} [{low:+.2f}, {high:+.2f}]"
+
+
+TERCILE_COL = "tercile tau: mean (low / mid / high)"
+
+
+def ranker_rows(summary: dict[str, Any], steps: int) -> list[dict[str, Any]]:
+    """One table row per supernet, then the size-only rankers."""
+    rows = [
+        {
+            "ranker": f"supernet: {s['remedy']}",
+            "kendall_tau [95% CI]": _ci(s),
+            TERCILE_COL: _terciles(s),
+            "gain vs best size [95% CI]": _gain(s),
+            "spearman": f"{s['spearman']:.3f}",
+            "p": f"{s['kendall_p_value']:.3g}",
+            "supernet train s": "?" if s["train_s"] is None else f"{s['train_s']:.0f}",
+            "stand-alone steps": steps,
+            "meets goal": "yes" if s["meets_goal"] else "no",
+        }
+        for s in summary["supernets"]
+    ]
+    for proxy, s in summary["size_rankers"].items():
+        rows.append(
+            {"ranker": proxy, "kendall_tau [95% CI]": _ci(s), "tercile tau: mean (low / mid / high)": _terciles(s)}
+        )
+    return rows
 
 
 def report_body(rows: list[dict[str, Any]], summary: dict[str, Any], args, opts, runtime_side: int) -> str:
-    """The markdown of the benchmark: protocol, summary, subnets."""
-    supernet_source, device = summary["supernet"], summary["device"]
-    cols = ["id", "genotype", "params", "activations", "runtime_ms", "psnr_inherited", "psnr_standalone"]
-    cols += ["rank_inherited", "rank_standalone"]
-    proxy_rows = [
-        {"ranker": "inherited-weight PSNR (supernet)", "kendall_tau": summary["kendall_tau"]},
-        *({"ranker": p, "kendall_tau": summary[f"kendall_{p}_vs_standalone"]} for p in PROXIES),
-    ]
+    """The markdown of the benchmark: protocol, rankers, subnets."""
+    nets = summary["supernets"]
+    cols = ["id", "genotype", "params", "activations", "flops", "runtime_ms"]
+    cols += [f"psnr_{s['remedy']}" for s in nets] + ["psnr_standalone", "rank_standalone"]
+    supernet_lines = "".join(f"  - `{s['remedy']}`: {s['supernet']}\n" for s in nets)
+    table = markdown_table(ranker_rows(summary, args.steps))
     return (
         "## Protocol\n\n"
-        f"- Supernet: {supernet_source}; space `{summary['space']}`.\n"
-        f"- {len(rows)} subnets picked from {args.pool} distinct random choices (seed {args.seed}) at evenly "
+        f"- Space `{summary['space']}`. Supernets (each trained with the shared loop on {summary['supernet_data']}):\n"
+        + supernet_lines
+        + f"- {len(rows)} subnets picked from {args.pool} distinct random choices (seed {args.seed}) at evenly "
         "spaced quantiles of activations.\n"
         "- Inherited: `nas.search.evaluator.Evaluator` (what the search ranks by): supernet weights, BatchNorm "
         "recalibrated, Y-PSNR (float BT.601, 4-px border) on the validation set.\n"
-        f"- Stand-alone: trained from scratch with `nas.train.train`, {args.steps} steps, batch "
-        f"{opts.batch_size}, LR patch {opts.patch_size}, lr {opts.lr}, "
-        f"seed {args.seed}, then the same Y-PSNR on the same images; runs in `results/bench/ranking/<id>/`.\n"
+        f"- Stand-alone: trained from scratch with `nas.train.train` on {opts.data}, {args.steps} steps, batch "
+        f"{opts.batch_size}, LR patch {opts.patch_size}, lr {opts.lr}, seed {args.seed}, then the same Y-PSNR on "
+        "the same images; runs in `results/bench/ranking/<id>/` (shared by every supernet compared).\n"
         f"- Validation: {summary['validation']}. Runtime column: median at 1x3x{runtime_side}x{runtime_side} "
-        f"on {device}.\n"
+        f"on {summary['device']}.\n"
+        f"- Kendall tau-b vs the stand-alone PSNR; 95% percentile bootstrap intervals over {args.bootstrap} "
+        "resamples of the subnets (the same resamples for every ranker; the gain is paired). Tercile tau: tau "
+        f"within each third of the subnets by activations (sizes {summary['tercile_sizes']}), then their mean. "
+        "Size rankers count a larger model as better. p: one-sided permutation p-value "
+        f"({args.permutations} permutations).\n"
+        "- Goal (issue 12): tau >= 0.85, >= best size-only ranker + 0.10, and tercile tau above every size-only "
+        "ranker's.\n"
         "- Short stand-alone budgets rank early learners, not converged quality; compare tau at one budget.\n\n"
-        "## Summary\n\n"
-        f"- **Kendall tau = {summary['kendall_tau']:.3f}** (one-sided permutation p = "
-        f"{summary['kendall_p_value']:.3g}, {args.permutations} permutations), Spearman = "
-        f"{summary['spearman']:.3f}, n = {len(rows)}\n\n"
-        "How well each ranker orders the stand-alone PSNR (Kendall tau; counts: larger model ranked higher):\n\n"
-        + markdown_table(proxy_rows, floatfmt=".3f")
-        + "\n\n## Subnets\n\n"
-        + markdown_table(rows, cols, floatfmt=".3f")
-        + "\n"
+        "## Rankers\n\n" + table + "\n\n## Subnets\n\n" + markdown_table(rows, cols, floatfmt=".3f") + "\n"
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = arg_parser()
-    args = parser.parse_args(argv)
-    if args.subnets < 3 or args.pool < args.subnets or args.steps < 1:
-        parser.error("need --subnets >= 3, --pool >= --subnets and --steps >= 1")
-    try:
-        device = str(resolve_device(args.device))
-        space, weights, supernet_source = supernet_and_space(args, device)
-        if args.pool > space.size():
-            parser.error(f"--pool {args.pool} exceeds the {space.size()} architectures of {space.name}")
-        from nas.search.evaluator import Evaluator
+def setup(args: argparse.Namespace) -> tuple[str, SearchSpace, list[dict[str, Any]], SupernetTraining]:
+    """Device, space, the trained supernets (each with its evaluator) and the stand-alone options."""
+    from nas.search.evaluator import Evaluator
 
-        runtime_side = args.runtime_size or space.search.runtime_size[-1]
-        val_max_size = args.val_max_size or space.search.val_max_size
-        opts = train_options(space, args, args.steps)
-        evaluator = Evaluator(
+    device = str(resolve_device(args.device))
+    space, nets = supernets(args, device)
+    if args.pool > space.size():
+        raise SrnasError(f"--pool {args.pool} exceeds the {space.size()} architectures of {space.name}")
+    runtime_side = args.runtime_size or space.search.runtime_size[-1]
+    opts = train_options(space, args, args.steps)
+    for net in nets:
+        net["evaluator"] = Evaluator(
             space,
-            weights,
+            net["weights"],
             ranking_dir() / "cache",
             data=opts.data,
             device=device,
             runtime_size=(3, runtime_side, runtime_side),
             runtime_repeats=space.search.runtime_repeats,
-            val_max_size=val_max_size,
+            val_max_size=args.val_max_size or space.search.val_max_size,
             seed=args.seed,
         )
+    return device, space, nets, opts
+
+
+def measure(choice: dict[str, Any], space, nets, opts, device: str) -> dict[str, Any]:
+    """One subnet's row: counts and runtime, each supernet's inherited PSNR, the stand-alone PSNR."""
+    metrics = [net["evaluator"].evaluate(choice) for net in nets]
+    first = nets[0]["evaluator"]
+    run_id, psnr_alone, seconds = train_standalone(choice, space, opts, first, device)
+    row = {k: metrics[0][k] for k in ("genotype", "params", "activations", "flops", "runtime_ms")}
+    row.update({f"psnr_{net['name']}": m["psnr"] for net, m in zip(nets, metrics, strict=True)})
+    return {"id": run_id, **row, "psnr_standalone": psnr_alone, "train_s": seconds, "choice": choice}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arg_parser()
+    args = parser.parse_args(argv)
+    if args.subnets < 3 or args.pool < args.subnets or args.steps < 1 or args.bootstrap < 1:
+        parser.error("need --subnets >= 3, --pool >= --subnets, --steps >= 1 and --bootstrap >= 1")
+    if len(set(args.remedies)) != len(args.remedies):
+        parser.error("--remedies lists a remedy twice")
+    try:
+        device, space, nets, opts = setup(args)
     except SrnasError as exc:
         print(f"bench_ranking: error: {exc}", file=sys.stderr)
         return 2
     env = environment([device])
-
     choices = stratified(space, args.subnets, args.pool, args.seed)
-    rows: list[dict[str, Any]] = []
-    for choice in tqdm(choices, desc="subnets", unit="subnet"):
-        metrics = evaluator.evaluate(choice)
-        run_id, psnr_alone, seconds = train_standalone(choice, space, opts, evaluator, device)
-        rows.append(
-            {
-                "id": run_id,
-                "genotype": metrics["genotype"],
-                "params": metrics["params"],
-                "activations": metrics["activations"],
-                "flops": metrics["flops"],
-                "runtime_ms": metrics["runtime_ms"],
-                "psnr_inherited": metrics["psnr"],
-                "psnr_standalone": psnr_alone,
-                "train_s": seconds,
-                "choice": choice,
-            }
-        )
-    summary = summarise(rows, args)
+    rows = [measure(c, space, nets, opts, device) for c in tqdm(choices, desc="subnets", unit="subnet")]
+    summary = summarise(rows, nets, args)
+    val_max_size = args.val_max_size or space.search.val_max_size
     summary.update(
-        supernet=supernet_source,
         space=space.source,
         device=device,
+        supernet_data="the run's data" if args.run else supernet_options(space, args, nets[0]["name"]).data,
         validation=f"{opts.data} val split, centre crops of at most {val_max_size} HR pixels",
     )
-    body = report_body(rows, summary, args, opts, runtime_side)
+    runtime_side = args.runtime_size or space.search.runtime_size[-1]
     write_results(
         NAME,
         title="Supernet ranking quality (inherited vs stand-alone PSNR)",
@@ -277,13 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         command=command_line("bench_ranking.py", argv),
         arguments=vars(args),
         results={"summary": summary, "rows": rows},
-        body=body,
+        body=report_body(rows, summary, args, opts, runtime_side),
     )
-    print_table(rows, ["id", "activations", "psnr_inherited", "psnr_standalone", "rank_inherited", "rank_standalone"])
-    print(
-        f"Kendall tau {summary['kendall_tau']:.3f} (p {summary['kendall_p_value']:.3g}), "
-        f"Spearman {summary['spearman']:.3f}, n {len(rows)}"
-    )
+    print_table(rows, ["id", "activations", *(f"psnr_{n['name']}" for n in nets), "psnr_standalone"])
+    print(markdown_table(ranker_rows(summary, args.steps)))
     return 0
 
 

@@ -169,22 +169,57 @@ def test_bench_latency_noise_tiny(results):
 @pytest.mark.slow
 def test_bench_ranking_tiny_and_resumed(results):
     bench = load("bench_ranking")
-    args = ["--supernet-steps", "1", "--steps", "1", "--subnets", "3", "--pool", "3", "--batch-size", "1"]
+    args = ["--supernet-steps", "1", "--steps", "1", "--subnets", "6", "--pool", "6", "--batch-size", "1"]
     args += ["--patch-size", "16", "--val-max-size", "64", "--runtime-size", "16", "--permutations", "20"]
+    args += ["--bootstrap", "200", "--remedies", "baseline", "sandwich+inplace", "--train", "sandwich_paths=1"]
     args += ["--device", "cpu"]
     assert bench.main(args) == 0
     data, md = read(results, "ranking")
-    rows = data["rows"]
-    assert len(rows) == 3 and sorted(r["rank_standalone"] for r in rows) == [1, 2, 3]
-    assert all(math.isfinite(r["psnr_inherited"]) and math.isfinite(r["psnr_standalone"]) for r in rows)
-    assert -1 <= data["summary"]["kendall_tau"] <= 1 and "Kendall tau" in md
+    rows, summary = data["rows"], data["summary"]
+    assert len(rows) == 6 and sorted(r["rank_standalone"] for r in rows) == [1, 2, 3, 4, 5, 6]
+    assert len({r["id"] for r in rows}) == 6
+    for r in rows:
+        assert all(math.isfinite(r[k]) for k in ("psnr_baseline", "psnr_sandwich+inplace", "psnr_standalone"))
+    assert [s["remedy"] for s in summary["supernets"]] == ["baseline", "sandwich+inplace"]
+    assert summary["tercile_sizes"] == [2, 2, 2] and set(summary["size_rankers"]) == {"activations", "flops", "params"}
+    for stats in [*summary["supernets"], *summary["size_rankers"].values()]:
+        tau, low, high = stats["kendall_tau"], stats["ci_low"], stats["ci_high"]
+        assert -1 <= low <= tau <= high <= 1
+        assert len(stats["tercile_taus"]) == 3 and all(t in (-1.0, 1.0) or math.isnan(t) for t in stats["tercile_taus"])
+    acts = summary["size_rankers"]["activations"]
+    by_size = sorted(rows, key=lambda r: r["activations"])
+    expected = [
+        bench.kendall_tau([r["activations"] for r in g], [r["psnr_standalone"] for r in g])
+        for g in (by_size[:2], by_size[2:4], by_size[4:])
+    ]
+    assert acts["tercile_taus"] == pytest.approx(expected, nan_ok=True)
+    for stats in summary["supernets"]:
+        assert stats["supernet"].startswith("supernet-quick-") and stats["train_s"] > 0
+        assert -2 <= stats["gain_ci"][0] <= stats["gain_ci"][1] <= 2
+    assert "sampling sandwich" in md and "Kendall tau-b" in md and "| supernet: sandwich+inplace" in md
     checkpoints = {r["id"]: results / "bench" / "ranking" / r["id"] / "checkpoint.pt" for r in rows}
     stamps = {k: p.stat().st_mtime_ns for k, p in checkpoints.items()}
 
     assert bench.main(args) == 0  # everything resumes: nothing is trained again
     again, _ = read(results, "ranking")
     assert [r["psnr_standalone"] for r in again["rows"]] == [r["psnr_standalone"] for r in rows]
+    assert again["summary"]["supernets"] == summary["supernets"]  # seeded bootstrap: the same intervals
     assert {k: p.stat().st_mtime_ns for k, p in checkpoints.items()} == stamps
+
+
+def test_bootstrap_interval_and_overrides():
+    common, bench = load("bench_common"), load("bench_ranking")
+    x = np.arange(30.0)
+    low, high = common.bootstrap_interval(30, lambda i: common.kendall_tau(x[i], x[i]), resamples=50)
+    assert low == high == 1.0
+    rng = np.random.default_rng(0)
+    y = x + rng.normal(0, 10, 30)
+    low, high = common.bootstrap_interval(30, lambda i: common.kendall_tau(x[i], y[i]), resamples=500)
+    assert -1 < low < common.kendall_tau(x, y) < high < 1
+    assert math.isnan(common.bootstrap_interval(1, lambda i: 0.0)[0])
+    assert bench.parse_overrides(["steps=5", "distill=inplace"]) == {"steps": 5, "distill": "inplace"}
+    with pytest.raises(bench.SrnasError, match="KEY=VALUE"):
+        bench.parse_overrides(["steps"])
 
 
 def test_ranking_reads_a_search_run(results):

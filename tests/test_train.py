@@ -158,29 +158,71 @@ def _kill_at(step_to_die: int):
     return hook
 
 
+def _both_paths(model: TwoPathSR):
+    """A multi-loss step: path 0 on the target, then path 1 distilled from path 0 (``step_losses``)."""
+
+    def step_losses(step, lr_batch, target):
+        first = model.paths[0](lr_batch)
+        yield l1_loss(first, target)
+        yield l1_loss(model.paths[1](lr_batch), first.detach())
+
+    return step_losses
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", [TinySR, TwoPathSR])
+@pytest.mark.parametrize("cls", [TinySR, TwoPathSR, "multi"])
 def test_kill_and_resume_is_bitwise_identical(dataset, tmp_path, cls):
     val = D.validation_pairs(dataset, max_size=16)
     cfg = _cfg(val_every=4, log_every=4)  # kill after step 7, resume from the checkpoint at 6
-    hook = (lambda m: m.sample) if cls is TwoPathSR else (lambda m: None)
+    hooks = {
+        TinySR: lambda m: {},
+        TwoPathSR: lambda m: {"before_step": m.sample},
+        "multi": lambda m: {"step_losses": _both_paths(m)},
+    }[cls]
+    cls = TwoPathSR if cls == "multi" else cls
 
     ref = _model(cls=cls)
-    train(ref, dataset, cfg, tmp_path / "ref", val_data=val, before_step=hook(ref))
+    train(ref, dataset, cfg, tmp_path / "ref", val_data=val, **hooks(ref))
 
     first = _model(cls=cls)
     with pytest.raises(_Killed):
-        train(first, dataset, cfg, tmp_path / "run", val_data=val, before_step=hook(first), on_step=_kill_at(7))
+        train(first, dataset, cfg, tmp_path / "run", val_data=val, on_step=_kill_at(7), **hooks(first))
     assert torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["state"]["step"] == 6
     torch.manual_seed(123)  # the resumed process starts with other RNG states and another init
     second = _model(seed=5, cls=cls)
-    result = train(second, dataset, cfg, tmp_path / "run", val_data=val, before_step=hook(second))
+    result = train(second, dataset, cfg, tmp_path / "run", val_data=val, **hooks(second))
     assert result.resumed_from == 6 and result.steps == 8
     assert _state_equal(second, ref)
     assert (tmp_path / "run" / LOG_FILE).read_text() == (tmp_path / "ref" / LOG_FILE).read_text()
     a = torch.load(tmp_path / "ref" / CHECKPOINT_FILE, weights_only=True)["optimizer"]["state"]
     b = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["optimizer"]["state"]
     assert all(torch.equal(a[k]["exp_avg_sq"], b[k]["exp_avg_sq"]) for k in a)
+
+
+def test_step_losses_accumulate_into_one_update(dataset, tmp_path):
+    """Two losses per step: one optimizer step on the sum of their gradients; the log shows their mean."""
+    cfg = _cfg(steps=1, log_every=1)
+    model = _model(cls=TwoPathSR)
+    before = copy.deepcopy(model)
+    parts = []
+
+    def step_losses(step, lr_batch, target):
+        for path in model.paths:
+            loss = l1_loss(path(lr_batch), target)
+            parts.append(float(loss.detach()))
+            yield loss
+
+    train(model, dataset, cfg, tmp_path / "run", step_losses=step_losses)
+    lr_batch, hr_batch = D.PatchBatches(dataset, 2, 8, cfg.seed)[0]
+    for i in range(2):  # the paths share no weights: each moved as if trained alone on its own loss
+        ref = copy.deepcopy(before.paths[i])
+        optimizer = torch.optim.Adam(ref.parameters(), lr=lr_at(cfg, 0), betas=(0.9, 0.99))
+        l1_loss(ref(lr_batch), hr_batch).backward()
+        optimizer.step()
+        for p, r in zip(model.paths[i].parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p, r)
+    rows = list(csv.DictReader((tmp_path / "run" / LOG_FILE).open()))
+    assert math.isclose(float(rows[0]["loss"]), sum(parts) / 2, rel_tol=1e-5)
 
 
 def test_stop_hook_then_resume(dataset, tmp_path):

@@ -18,7 +18,8 @@ from nas.train import TrainConfig
 OBJECTIVES = ("psnr", "runtime_ms", "activations", "flops", "params")
 SAMPLERS = ("nsga2", "random", "tpe", "nsga3", "qmc")
 BACKENDS = ("optuna", "ray")
-SAMPLINGS = ("uniform", "fair")
+SAMPLINGS = ("uniform", "fair", "sandwich")
+DISTILLS = ("none", "inplace")
 RESUMABLE = ("trials", "backend", "workers", "ray_address", "storage", "device")  # may change on a restart
 
 
@@ -40,16 +41,34 @@ def _options(cls, data: Any, section: str):
 
 @dataclass
 class SupernetTraining(TrainConfig):
-    """The ``train:`` section: the shared loop's options plus the data and the path sampling."""
+    """The ``train:`` section: the shared loop's options plus the data and the path sampling.
+
+    ``sampling: sandwich`` (BigNAS) trains per step the widest path, ``sandwich_paths`` fair-sampled paths and
+    the narrowest path, gradients summed into one update; ``distill: inplace`` makes the non-widest paths of a
+    sandwich step learn from the widest path's detached output (L1, weight ``distill_weight``; the HR loss
+    keeps ``1 - distill_weight``).
+    """
 
     data: str = EMBEDDED  # embedded, or a DIV2K-layout folder
-    sampling: str = "fair"  # uniform | fair (FairNAS)
+    sampling: str = "fair"  # uniform | fair (FairNAS) | sandwich (BigNAS)
+    sandwich_paths: int = 2  # sandwich: random paths between the widest and the narrowest
+    distill: str = "none"  # none | inplace (sandwich only)
+    distill_weight: float = 1.0  # inplace: weight of the teacher term; the HR loss gets the rest
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.data = str(self.data)
         if self.sampling not in SAMPLINGS:
             raise SpecError(f"unknown sampling {self.sampling!r}; known: {', '.join(SAMPLINGS)}")
+        if self.distill not in DISTILLS:
+            raise SpecError(f"unknown distill {self.distill!r}; known: {', '.join(DISTILLS)}")
+        if self.distill != "none" and self.sampling != "sandwich":
+            raise SpecError(f"distill: {self.distill} needs sampling: sandwich, got {self.sampling!r}")
+        if isinstance(self.sandwich_paths, bool) or not isinstance(self.sandwich_paths, int) or self.sandwich_paths < 0:
+            raise SpecError(f"sandwich_paths must be an integer >= 0, got {self.sandwich_paths!r}")
+        if not 0.0 <= float(self.distill_weight) <= 1.0:
+            raise SpecError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
+        self.distill_weight = float(self.distill_weight)
 
     @classmethod
     def parse(cls, data: Any) -> SupernetTraining:
@@ -61,7 +80,11 @@ class SupernetTraining(TrainConfig):
         return TrainConfig(**{k: v for k, v in asdict(self).items() if k in names and k != "device"}, device=device)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "data": self.data, "sampling": self.sampling}
+        d = {**super().to_dict(), "data": self.data, "sampling": self.sampling}
+        if self.sampling != "sandwich":  # the sandwich options only then: older fingerprints stay as they were
+            for key in ("sandwich_paths", "distill", "distill_weight"):
+                d.pop(key)
+        return d
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,12 @@ from nas.errors import SpecError, SrnasError
 from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.results.writer import RunWriter
 from nas.search.evaluator import EvalSetup
-from nas.search.options import SearchOptions, SupernetTraining
+from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace, parse_space
 from nas.search.study import enqueue_references, open_study, recover_stale, trial_choice, trials_table
-from nas.search.supernet import Supernet, sample_choice
-
-SUPERNET_WEIGHTS = "supernet.safetensors"
+from nas.search.supernet import Supernet
+from nas.search.supernet_train import SUPERNET_WEIGHTS as SUPERNET_WEIGHTS  # stage 1, re-exported
+from nas.search.supernet_train import train_supernet as train_supernet
 
 
 @dataclass
@@ -42,46 +42,6 @@ class SearchResult:
     failed: int
     pareto: int
     timings: dict[str, float]
-
-
-# --------------------------------------------------------------------------- stage 1: the supernet
-
-
-def train_supernet(space: SearchSpace, run_dir: Path, training: SupernetTraining, device: str) -> Path:
-    """Stage 1: one-shot supernet training (resumable); returns the weights file."""
-    import torch
-    from torch import nn
-
-    from nas.data import open_pairs
-    from nas.models.checkpoint import save_weights
-    from nas.train import train
-
-    weights = run_dir / SUPERNET_WEIGHTS
-    if weights.is_file():
-        return weights
-    cfg = training.loop_config(device)
-    torch.manual_seed(cfg.seed)  # reproducible initialisation of a fresh run
-    supernet = Supernet(space)
-
-    class PathTrainer(nn.Module):
-        """Runs the path sampled for the current step (a pure function of seed and step)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.supernet = supernet
-            self.choice = sample_choice(space, cfg.seed, 0, training.sampling)
-
-        def forward(self, x):
-            return self.supernet(x, self.choice)
-
-    trainer = PathTrainer()
-
-    def before_step(step: int) -> None:
-        trainer.choice = sample_choice(space, cfg.seed, step, training.sampling)
-
-    train(trainer, open_pairs(training.data, space.scale, "train"), cfg, run_dir / "supernet", before_step=before_step)
-    save_weights(supernet, weights)
-    return weights
 
 
 # --------------------------------------------------------------------------- the run folder

@@ -20,7 +20,7 @@ The schedule is a pure function of the step (``lr_at``), so it needs no state of
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ from nas.train.state import (
 
 BeforeStep = Callable[[int], None]
 OnStep = Callable[[int, dict[str, float]], "bool | None"]
+# step_losses(step, lr_batch, target) -> iterator of losses, one per forward pass of the step (e.g. one per
+# supernet path); each is back-propagated before the next is drawn, and their gradients add up to one update
+StepLosses = Callable[[int, torch.Tensor, torch.Tensor], Iterator[torch.Tensor]]
 
 
 def train(
@@ -69,6 +72,7 @@ def train(
     teacher_weight: float = 0.0,
     before_step: BeforeStep | None = None,
     on_step: OnStep | None = None,
+    step_losses: StepLosses | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on patches of ``train_data``, resuming from ``output_dir``'s checkpoint.
 
@@ -76,7 +80,10 @@ def train(
     ``w = teacher_weight``. ``before_step(step)`` runs before each update (``step`` = 1..steps), e.g.
     to sample a supernet path with ``torch``'s RNG (restored on resume). ``on_step(step, stats)``
     runs after each update with ``stats = {"loss", "lr"}`` (+ ``"val_psnr"`` on validation steps);
-    returning True stops training after a checkpoint.
+    returning True stops training after a checkpoint. ``step_losses`` replaces the step's single
+    ``loss(model(lr), target)`` by several losses whose gradients accumulate into one optimizer step
+    (e.g. the sandwich rule: several supernet paths per step); the logged loss is their mean. It must be a
+    pure function of ``step`` and the batch (with ``torch``'s RNG) for a resume to stay exact.
     """
     start_time = time.time()
     if not 0.0 <= teacher_weight <= 1.0:
@@ -84,6 +91,8 @@ def train(
     if teacher_weight > 0 and teacher is None:
         raise SrnasError("teacher_weight > 0 needs a teacher model")
     run = _Run(model, train_data, cfg, Path(output_dir), teacher, teacher_weight)
+    if step_losses is not None:
+        run.step_losses = step_losses
     resumed_from = run.state.step
     if resumed_from >= cfg.steps:
         return run.result(resumed_from, False, start_time)
@@ -128,6 +137,7 @@ class _Run:
         self.optimizer = make_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.loss_fn = loss_function(cfg.loss)
+        self.step_losses: StepLosses = self.single_loss
         self.ckpt_path = out_dir / CHECKPOINT_FILE
         if self.ckpt_path.is_file():
             ckpt = load_checkpoint(self.ckpt_path, self.meta)
@@ -185,21 +195,24 @@ class _Run:
             lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
         if before_step is not None:
             before_step(step)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            out = self.model(lr_batch)
-            target = hr_batch
-            if self.teacher is not None:
-                with torch.no_grad():
-                    w = self.teacher_weight
-                    target = w * self.teacher(lr_batch).float() + (1 - w) * hr_batch
-        if out.shape != hr_batch.shape:
-            raise SrnasError(
-                f"model output {tuple(out.shape)} does not match the HR patches {tuple(hr_batch.shape)}: "
-                f"is the model x{self.scale}?"
-            )
-        loss = self.loss_fn(out.float(), target)
+        target = hr_batch
+        if self.teacher is not None:
+            with torch.no_grad(), self._autocast():
+                w = self.teacher_weight
+                target = w * self.teacher(lr_batch).float() + (1 - w) * hr_batch
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        losses = self.step_losses(step, lr_batch, target)
+        total, count = torch.zeros((), device=self.device), 0
+        while True:
+            with self._autocast():  # the forward pass of the next loss; its backward pass outside autocast
+                loss = next(losses, None)
+            if loss is None:
+                break
+            self.scaler.scale(loss).backward()
+            total, count = total + loss.detach(), count + 1
+        if count == 0:
+            raise SrnasError(f"step {step}: step_losses yielded no loss")
+        loss = total / count
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -209,6 +222,19 @@ class _Run:
         self.state.step = step
         self.state.loss_count += 1
         return loss
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp)
+
+    def single_loss(self, step: int, lr_batch: torch.Tensor, target: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The default step: one forward pass of the model, one loss."""
+        out = self.model(lr_batch)
+        if out.shape != target.shape:
+            raise SrnasError(
+                f"model output {tuple(out.shape)} does not match the HR patches {tuple(target.shape)}: "
+                f"is the model x{self.scale}?"
+            )
+        yield self.loss_fn(out.float(), target)
 
     def _after_update(
         self, step: int, lr_now: float, val_data: Sequence[Pair] | None, bar: Any
