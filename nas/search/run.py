@@ -23,6 +23,7 @@ import yaml
 
 from nas.device import resolve_device
 from nas.errors import SpecError, SrnasError
+from nas.results.lock import run_lock
 from nas.results.writer import RunWriter
 from nas.search.evaluator import EvalSetup
 from nas.search.options import SearchOptions, SupernetTraining
@@ -122,12 +123,18 @@ def writer_for(space: SearchSpace, run_dir: Path, opts: SearchOptions, device: s
 # --------------------------------------------------------------------------- the search
 
 
-def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> SearchResult:
-    """Run (or continue) a search; see the module docstring. Nothing is written before the options and a
-    restart's config are checked."""
+def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions, force_unlock: bool = False) -> SearchResult:
+    """Run (or continue) a search; see the module docstring. The run folder is locked for this process
+    (``nas.results.lock``: a second writer is refused); nothing is written before the options, the lock and
+    a restart's config are checked."""
     started = time.perf_counter()
     device = str(resolve_device(opts.device))
-    check_restart(space, run_dir, opts)
+    with run_lock(run_dir, force=force_unlock):
+        check_restart(space, run_dir, opts)
+        return _search(space, run_dir, opts, device, started)
+
+
+def _search(space: SearchSpace, run_dir: Path, opts: SearchOptions, device: str, started: float) -> SearchResult:
     writer = writer_for(space, run_dir, opts, device)
     writer.config(run_config(space, opts))
     writer.start()
