@@ -33,7 +33,7 @@ from nas.models.genotype import genotype
 from nas.results.lock import run_lock
 from nas.results.writer import RunWriter
 from nas.search.options import SearchOptions
-from nas.search.run import run_search
+from nas.search.run import check_data, run_search
 from nas.search.space import SearchSpace
 from pruning.config import check_target
 
@@ -176,7 +176,8 @@ def run_pipeline(
 ) -> pd.DataFrame:
     """All stages, with the run folder locked for this process (``nas.results.lock``); returns the final
     models' table (also written to ``<run>/final/trials.csv``)."""
-    resolve_device(search.device)  # a bad --device is refused before the lock creates the run folder
+    resolve_device(search.device)  # a bad --device or --data is refused before the lock creates the run folder
+    check_data(space.train.data, space.scale)
     with run_lock(run_dir, force=force_unlock):
         return _pipeline(space, run_dir, search, opts)
 

@@ -116,6 +116,15 @@ def check_restart(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> Non
         )
 
 
+def check_data(data: str, scale: int) -> None:
+    """Refuse a ``--data`` that names no training images before anything is written (``DataError``)."""
+    from nas.data.embedded import EMBEDDED
+    from nas.data.folders import resolve_folder
+
+    if str(data) != EMBEDDED:
+        resolve_folder(Path(data), scale, "train")
+
+
 def writer_for(space: SearchSpace, run_dir: Path, opts: SearchOptions, device: str) -> RunWriter:
     return RunWriter(run_dir, space.name, opts.directions, device, min_psnr=opts.min_psnr)
 
@@ -129,6 +138,7 @@ def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions, force_unl
     a restart's config are checked."""
     started = time.perf_counter()
     device = str(resolve_device(opts.device))
+    check_data(space.train.data, space.scale)
     with run_lock(run_dir, force=force_unlock):
         check_restart(space, run_dir, opts)
         return _search(space, run_dir, opts, device, started)
