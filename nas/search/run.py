@@ -139,6 +139,10 @@ def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions, force_unl
     started = time.perf_counter()
     device = str(resolve_device(opts.device))
     check_data(space.train.data, space.scale)
+    if opts.backend == "ray":  # an unreachable cluster fails now, not after the supernet is trained
+        from nas.search.backends.ray import check_reachable
+
+        check_reachable(opts.ray_address)
     with run_lock(run_dir, force=force_unlock):
         check_restart(space, run_dir, opts)
         return _search(space, run_dir, opts, device, started)
