@@ -59,7 +59,9 @@ METRICS = ["psnr", "runtime_ms", "activations", "params", "flops", "flops_fvcore
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 1024**2, logging_level="WARNING")
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, object_store_memory=128 * 1024**2, logging_level="WARNING"
+    )
     yield
     ray.shutdown()
 

@@ -259,6 +259,7 @@ def connect(opts: SearchOptions) -> bool:
             ) from exc
     else:
         ray.init(
+            address="local",  # a new local instance, even when `ray start` left a cluster address in /tmp/ray
             num_cpus=max(opts.workers, 1),
             include_dashboard=False,
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
