@@ -15,3 +15,7 @@ class CheckpointError(SrnasError):
 
 class DataError(SrnasError):
     """A missing data directory, an unreadable image, mismatched HR/LR sizes, a wrong scale."""
+
+
+class RunLockedError(SrnasError):
+    """A run folder that another process writes (its ``.lock`` names the owner's pid and host)."""

@@ -49,7 +49,7 @@ def test_pipeline_targets_as_srnas_prune(tmp_path, results_env, tiny_space_data,
     import nas.cli.pipeline as pipeline
 
     seen = []
-    monkeypatch.setattr(pipeline, "run_pipeline", lambda space, run_dir, search, opts: seen.append(opts) or [])
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda space, run_dir, search, opts, **kw: seen.append(opts) or [])
     monkeypatch.setattr(pipeline, "summary", lambda df: [])
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(tiny_space_data))

@@ -122,13 +122,41 @@ def test_typed_options_and_overrides_leave_the_space_alone(tiny_space):
         ["--trials", "0"],
         ["--steps", "0"],
         ["--workers", "0"],
+        ["--steps", "-5"],
+        ["--data", "/typo"],
     ],
 )
-def test_a_bad_option_fails_before_anything_is_written(tmp_path, results_env, tiny_space_data, argv):
+@pytest.mark.parametrize("command", ["search", "pipeline"])
+def test_a_bad_option_fails_before_anything_is_written(tmp_path, results_env, tiny_space_data, argv, command, capsys):
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(tiny_space_data))
-    assert main(["search", str(space_file), "--device", "cpu", *argv]) == 1
+    assert main([command, str(space_file), "--device", "cpu", *argv]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1  # one line
     assert not results_env.exists()  # no run folder, no status.json, no index row
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs/path", "a/b", "..", ".hidden", "a\\b", ""])
+@pytest.mark.parametrize("command", ["search", "pipeline"])
+def test_a_run_name_is_a_plain_name(tmp_path, results_env, tiny_space_data, name, command, capsys):
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(yaml.safe_dump(tiny_space_data))
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(space_file), "--device", "cpu", "--run", name])
+    assert exit_.value.code == 2  # a usage error
+    assert "is not a run name" in capsys.readouterr().err
+    assert not results_env.exists() and not (tmp_path / "x").exists() and not Path("/abs").exists()
+
+
+def test_a_rejected_search_leaves_nothing_and_the_corrected_one_runs(tmp_path, results_env, tiny_space_data):
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(yaml.safe_dump({**tiny_space_data, "references": {}}))
+    argv = ["search", str(space_file), "--device", "cpu", "--run", "fixed", "--trials", "1", "--steps", "2"]
+    assert main([*argv, "--data", "/typo"]) == 1
+    assert not results_env.exists()
+    assert main(argv) == 0
+    index = pd.read_csv(results_env / "index.csv")
+    assert index.run.tolist() == ["fixed"] and index.state.tolist() == ["complete"]
+    assert not (results_env / "fixed" / ".lock").exists()  # released
 
 
 def test_a_bad_option_in_the_space_file_fails_before_anything_is_written(tmp_path, results_env, tiny_space_data):

@@ -61,7 +61,9 @@ METRICS = ["psnr", "runtime_ms", "activations", "params", "flops", "flops_fvcore
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 1024**2, logging_level="WARNING")
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, object_store_memory=128 * 1024**2, logging_level="WARNING"
+    )
     yield
     ray.shutdown()
 
@@ -189,3 +191,39 @@ def test_ray_trials_are_distinct_and_equal_a_local_search_of_the_same_seed(local
     df = _trials(ray2_dir)
     done = df[df["state"] == "COMPLETE"]
     assert result.complete == 8 and done["spec"].is_unique  # the whole space, each architecture once
+
+
+@pytest.mark.slow
+def test_a_resumed_ray_search_draws_new_architectures(local_ray, tmp_path, tiny_space_data):
+    """The resumed driver's sampler is reseeded (as the local backend's): it does not replay the first start's
+    proposals, which are all measured; the resume measures only new architectures."""
+    space = parse_space({**tiny_space_data, "references": {}})
+    opts = replace(OPTS, trials=3, workers=1, sampler="random", seed=5, val_max_size=48, runtime_size=[3, 24, 24])
+    run_dir = tmp_path / "resume"
+    run_search(space, run_dir, opts)
+    first = _choices(run_dir)
+    run_search(space, run_dir, replace(opts, trials=6))
+    resumed = _choices(run_dir)[len(first) :]
+    assert resumed[0][1] != first[0][1]  # without the reseed the resume redraws the first start's sequence
+    measured = {choice for state, choice in first if state == "COMPLETE"}
+    assert not {choice for state, choice in resumed if state == "COMPLETE"} & measured  # nothing measured twice
+    done = [choice for state, choice in _choices(run_dir) if state == "COMPLETE"]
+    assert len(done) == 6 and len(set(done)) == 6
+
+
+def test_an_unreachable_ray_address_fails_fast_and_writes_nothing(tmp_path, results_env, capsys):
+    """Nothing listens on port 1: one line naming the address within seconds, not Ray's minutes of retries."""
+    import time
+
+    import yaml
+
+    from nas.cli.main import main
+
+    space_file = tmp_path / "raytiny.yaml"
+    space_file.write_text(yaml.safe_dump(SPACE))
+    t0 = time.perf_counter()
+    code = main(["search", str(space_file), "--backend", "ray", "--ray-address", "127.0.0.1:1", "--device", "cpu"])
+    assert time.perf_counter() - t0 < 30
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "127.0.0.1:1" in err, err
+    assert not results_env.exists()

@@ -32,9 +32,10 @@ from nas.io import atomic_json
 from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.models.genotype import genotype
 from nas.models.pruned import MODES as PRUNE_MODES
+from nas.results.lock import run_lock
 from nas.results.writer import RunWriter
 from nas.search.options import SearchOptions
-from nas.search.run import run_search
+from nas.search.run import check_data, run_search
 from nas.search.space import SearchSpace
 from pruning.config import check_target
 
@@ -170,8 +171,18 @@ def _final_model(stage: _Stage, trial: int, searched: pd.Series) -> dict[str, An
     }
 
 
-def run_pipeline(space: SearchSpace, run_dir: Path, search: SearchOptions, opts: PipelineOptions) -> pd.DataFrame:
-    """All stages; returns the final models' table (also written to ``<run>/final/trials.csv``)."""
+def run_pipeline(
+    space: SearchSpace, run_dir: Path, search: SearchOptions, opts: PipelineOptions, force_unlock: bool = False
+) -> pd.DataFrame:
+    """All stages, with the run folder locked for this process (``nas.results.lock``); returns the final
+    models' table (also written to ``<run>/final/trials.csv``)."""
+    resolve_device(search.device)  # a bad --device or --data is refused before the lock creates the run folder
+    check_data(space.train.data, space.scale)
+    with run_lock(run_dir, force=force_unlock):
+        return _pipeline(space, run_dir, search, opts)
+
+
+def _pipeline(space: SearchSpace, run_dir: Path, search: SearchOptions, opts: PipelineOptions) -> pd.DataFrame:
     from nas.data import open_pairs, validation_pairs
 
     run_search(space, run_dir, search)

@@ -6,7 +6,8 @@ The run-folder contract (``srnas search`` writes exactly this; ``srnas front``/`
       status.json     {"state": "running" | "complete" | "failed", "started": ISO time, "finished": ISO | null,
                        "trials": n, "pid": int, "host": str, ...}   (pid/host: the search process, optional)
       config.yaml     the resolved search space + options (nas.search.space format, ``search:`` holds the options)
-      study.journal   Optuna journal storage (optuna.storages.JournalStorage(JournalFileBackend(path)))
+      study.journal   Optuna journal storage (optuna.storages.JournalStorage(JournalFileBackend(path))); a torn
+                      last record is moved to study.journal.torn-<time> on the next open (nas.search.journal)
       trials.csv      one row per trial, columns TRIAL_COLUMNS:
                         trial (int), state (COMPLETE | FAIL | RUNNING | PRUNED: a proposal that repeated an
                         architecture already in the study, not measured again), psnr (dB, Y, validation set),

@@ -24,6 +24,7 @@ import yaml
 from nas.device import resolve_device
 from nas.errors import SpecError, SrnasError
 from nas.measure.counting import DEFAULT_INPUT_SIZE
+from nas.results.lock import run_lock
 from nas.results.writer import RunWriter
 from nas.search.evaluator import EvalSetup
 from nas.search.options import SearchOptions
@@ -76,6 +77,15 @@ def check_restart(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> Non
         )
 
 
+def check_data(data: str, scale: int) -> None:
+    """Refuse a ``--data`` that names no training images before anything is written (``DataError``)."""
+    from nas.data.embedded import EMBEDDED
+    from nas.data.folders import resolve_folder
+
+    if str(data) != EMBEDDED:
+        resolve_folder(Path(data), scale, "train")
+
+
 def writer_for(space: SearchSpace, run_dir: Path, opts: SearchOptions, device: str) -> RunWriter:
     return RunWriter(run_dir, space.name, opts.directions, device, min_psnr=opts.min_psnr)
 
@@ -83,12 +93,23 @@ def writer_for(space: SearchSpace, run_dir: Path, opts: SearchOptions, device: s
 # --------------------------------------------------------------------------- the search
 
 
-def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions) -> SearchResult:
-    """Run (or continue) a search; see the module docstring. Nothing is written before the options and a
-    restart's config are checked."""
+def run_search(space: SearchSpace, run_dir: Path, opts: SearchOptions, force_unlock: bool = False) -> SearchResult:
+    """Run (or continue) a search; see the module docstring. The run folder is locked for this process
+    (``nas.results.lock``: a second writer is refused); nothing is written before the options, the lock and
+    a restart's config are checked."""
     started = time.perf_counter()
     device = str(resolve_device(opts.device))
-    check_restart(space, run_dir, opts)
+    check_data(space.train.data, space.scale)
+    if opts.backend == "ray":  # an unreachable cluster fails now, not after the supernet is trained
+        from nas.search.backends.ray import check_reachable
+
+        check_reachable(opts.ray_address)
+    with run_lock(run_dir, force=force_unlock):
+        check_restart(space, run_dir, opts)
+        return _search(space, run_dir, opts, device, started)
+
+
+def _search(space: SearchSpace, run_dir: Path, opts: SearchOptions, device: str, started: float) -> SearchResult:
     writer = writer_for(space, run_dir, opts, device)
     writer.config(run_config(space, opts))
     writer.start()

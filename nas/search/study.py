@@ -1,13 +1,13 @@
 """The Optuna core of a search, shared by both backends: objectives, sampler, storage, the study, the parameters
 of a choice, the measurements a trial stores, and the trials table.
 
-Journal file storage is the default: an append-only log that survives ``kill -9`` (at worst the last,
-partial record is ignored) and that several local processes share through a file lock; for many machines
-pass ``--storage postgresql://...``. Trials left RUNNING by a dead process are marked FAIL on the next
-start and their architecture is re-queued (``recover_stale``). A proposal that repeats an architecture the
-study has measured or is measuring is not spent as a trial: it ends PRUNED with ``duplicate_of``
-(``duplicate_of``/``mark_duplicate``; Optuna's documented way to skip repeated parameters), so ``--trials N``
-measures N distinct architectures on both backends.
+Journal file storage is the default: an append-only log that survives ``kill -9`` (a torn last record is moved
+aside on the next open: ``nas.search.journal``) and that several local processes share through a file lock;
+for many machines pass ``--storage postgresql://...``. Trials left RUNNING by a dead process are marked FAIL
+on the next start and their architecture is re-queued (``recover_stale``). A proposal that repeats an
+architecture the study has measured or is measuring is not spent as a trial: it ends PRUNED with
+``duplicate_of`` (``duplicate_of``/``mark_duplicate``; Optuna's documented way to skip repeated parameters),
+so ``--trials N`` measures N distinct architectures on both backends.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from nas.results.runs import TRIAL_COLUMNS, pid_alive
+from nas.search.journal import journal_storage
 from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace
 from nas.search.supernet import choice_key
 
 STUDY_NAME = "srnas"
+JOURNAL = "study.journal"
 MAX_DUPLICATES = 200  # proposals in a row that repeat measured architectures before a backend gives up
 OPTUNA_DIRECTION = {"max": "maximize", "min": "minimize"}
 INTEGER_COLUMNS = ("activations", "params", "flops", "flops_fvcore", "num_conv")
@@ -57,10 +59,7 @@ def storage_for(run_dir: Path, url: str | None) -> optuna.storages.BaseStorage |
     """``url``, or the journal file ``<run>/study.journal``."""
     if url:
         return url
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    return JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+    return journal_storage(run_dir / JOURNAL)
 
 
 def open_storage(run_dir: Path, url: str | None) -> optuna.storages.BaseStorage:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from nas.cli.commands._common import print_json
-from nas.cli.commands.search import add_search_args, space_and_options
-from nas.paths import results_dir
+from nas.cli.commands.search import add_search_args, run_dir_for, space_and_options
 
 PRUNE_TARGETS = ("activations", "params", "flops", "runtime")  # the keywords of pruning.config.parse_prune_target
 DEFAULT_TARGET = ("activations", 0.7)
@@ -47,8 +46,8 @@ def run(args) -> int:
         prune_mode=args.prune_mode,
         final_steps=args.final_steps,
     )
-    run_dir = results_dir() / (args.run or space.name)
-    df = run_pipeline(space, run_dir, search, opts)
+    run_dir = run_dir_for(args, space)
+    df = run_pipeline(space, run_dir, search, opts, force_unlock=args.force_unlock)
     rows = summary(df)
     if args.json:
         print_json(rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from nas.errors import SrnasError
 from nas.paths import builtin_spaces, results_dir
 
 DEFAULT_SPACE = "quick"
+RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def register(sub) -> None:
@@ -32,7 +35,9 @@ def add_search_args(p) -> None:
         default=DEFAULT_SPACE,
         help="search-space YAML, or the name of one in search_spaces/ (default: quick)",
     )
-    p.add_argument("--run", help="run name under results/ (default: the space name)")
+    p.add_argument(
+        "--run", type=run_name, help="run name under results/: letters, digits, -_. (default: the space name)"
+    )
     p.add_argument("--trials", type=int, help="number of COMPLETE trials to reach")
     p.add_argument("--sampler", help="nsga2 (default), nsga3, tpe, random, qmc")
     p.add_argument("--objectives", help="comma list starting with psnr, e.g. psnr,runtime_ms or psnr,activations")
@@ -45,6 +50,29 @@ def add_search_args(p) -> None:
     p.add_argument("--workers", type=int, help="Ray: concurrent trials (default 1)")
     p.add_argument("--storage", help="Optuna storage URL for many machines (default: journal file in the run)")
     p.add_argument("--seed", type=int, help="sampler and supernet seed")
+    p.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="take over the run's lock held by a process on another host (only when that process is gone)",
+    )
+
+
+def run_name(name: str) -> str:
+    """A run name is a plain folder name under results/ (argparse type: a bad one is a usage error)."""
+    if not RUN_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a run name: use letters, digits and -_. (no path separators, not starting with .)"
+        )
+    return name
+
+
+def run_dir_for(args, space) -> Path:
+    """``results/<--run>`` (default: the space's name, checked like --run)."""
+    name = args.run or space.name
+    try:
+        return results_dir() / run_name(name)
+    except argparse.ArgumentTypeError as exc:
+        raise SrnasError(f"{exc}; pass --run NAME") from None
 
 
 def find_space(ref: str) -> Path:
@@ -87,8 +115,8 @@ def run(args) -> int:
     from nas.search.run import run_search
 
     space, opts = space_and_options(args)
-    run_dir = results_dir() / (args.run or space.name)
-    result = run_search(space, run_dir, opts)
+    run_dir = run_dir_for(args, space)
+    result = run_search(space, run_dir, opts, force_unlock=args.force_unlock)
     if args.json:
         print_json(asdict(result))
         return 0

@@ -50,7 +50,6 @@ from nas.search.study import (
     STUDY_NAME,
     complete_count,
     duplicate_of,
-    make_sampler,
     mark_duplicate,
     open_storage,
     record,
@@ -61,6 +60,7 @@ from nas.search.study import (
 TRIAL_ID = "optuna_trial_id"  # config keys added by the define-by-run function
 TRIAL_NUMBER = "optuna_trial_number"
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # a local cluster only passes small configs around
+PROBE_TIMEOUT_S = 5.0  # how long --ray-address may take to accept a connection
 
 
 @dataclass(frozen=True)
@@ -236,6 +236,23 @@ def _ray_error(trial) -> str:
     return (lines[-1] if lines else "the Ray trial failed (see the Ray logs)")[:500]
 
 
+def check_reachable(address: str | None, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Refuse a ``--ray-address HOST:PORT`` that nothing listens on, in seconds (``ray.init`` would retry
+    for minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SrnasError(f"--ray-address {address!r}: expected auto or HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SrnasError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start one there with "
+            "`ray start --head`, or leave out --ray-address to start a local one"
+        ) from None
+
+
 def connect(opts: SearchOptions) -> bool:
     """Join the running Ray session, the cluster at ``opts.ray_address``, or start a local one.
 
@@ -244,6 +261,7 @@ def connect(opts: SearchOptions) -> bool:
     if ray.is_initialized():
         return False
     if opts.ray_address:
+        check_reachable(opts.ray_address)
         try:
             ray.init(address=opts.ray_address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError) as exc:
@@ -253,6 +271,7 @@ def connect(opts: SearchOptions) -> bool:
             ) from exc
     else:
         ray.init(
+            address="local",  # a new local instance, even when `ray start` left a cluster address in /tmp/ray
             num_cpus=max(opts.workers, 1),
             include_dashboard=False,
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
@@ -304,7 +323,7 @@ def run_trials(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     job = RayJob(setup, str(run_dir), opts)
     gpu = 1 if setup.device.startswith("cuda") else 0  # one trial per GPU: runtimes are measured alone
-    sampler = make_sampler(opts)  # one RNG across rounds
+    sampler = study.sampler  # one RNG across rounds, seeded as open_study does: reseeded on resume
     t0 = time.perf_counter()
     started = connect(opts)
     timings = {"ray_start_s": round(time.perf_counter() - t0, 2)}
