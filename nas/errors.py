@@ -15,3 +15,7 @@ class CheckpointError(SrnasError):
 
 class DataError(SrnasError):
     """A missing data directory, an unreadable image, mismatched HR/LR sizes, a wrong scale."""
+
+
+class UsageError(SrnasError, ValueError):
+    """A wrong command line: an option value out of range, contradictory or missing options (exit status 2)."""

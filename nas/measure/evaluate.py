@@ -44,7 +44,10 @@ def iter_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) -> Ite
         raise DataError(f"LR folder not found: {lr_root}")
     lr_files = [find_lr(lr_root, f.stem, scale) for f in hr_files] if lr_root is not None else [None] * len(hr_files)
     for hr_file, lr_file in zip(hr_files, lr_files, strict=True):
-        hr = modcrop(read_image(hr_file), scale)
+        hr = read_image(hr_file)
+        if min(hr.shape[:2]) < scale:
+            raise DataError(f"HR image {hr_file} ({hr.shape[1]}x{hr.shape[0]}) is smaller than the scale {scale}")
+        hr = modcrop(hr, scale)
         if lr_file is None:
             lr = downscale(hr, scale)
         else:
