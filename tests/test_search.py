@@ -127,7 +127,7 @@ def test_typed_options_and_overrides_leave_the_space_alone(tiny_space):
 def test_a_bad_option_fails_before_anything_is_written(tmp_path, results_env, tiny_space_data, argv):
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(tiny_space_data))
-    assert main(["search", str(space_file), "--device", "cpu", *argv]) == 1
+    assert main(["search", str(space_file), "--device", "cpu", *argv]) == 2  # a usage error
     assert not results_env.exists()  # no run folder, no status.json, no index row
 
 

@@ -57,8 +57,8 @@ def _load_problem(exc: BaseException) -> str:
     if found or "weights_only" in text.lower() or "WeightsUnpickler" in text:
         what = f" ({found.group(1) or found.group(2) or found.group(0)})" if found else ""
         return (
-            f"it holds pickled Python objects{what}, not only tensors; srnas loads plain tensor checkpoints only "
-            "and executed nothing (convert it to a state dict of tensors or .safetensors)"
+            f"it holds pickled Python objects{what}, not only tensors: only plain tensor checkpoints are accepted "
+            "(nothing in it was executed; convert it to a state dict of tensors or .safetensors)"
         )
     return f"{_first_line(exc)} (not a readable torch checkpoint: truncated or not a checkpoint?)"
 
