@@ -18,7 +18,7 @@ from nas.cli.commands._common import (
     val_pairs_from_args,
 )
 from nas.data import EMBEDDED, open_pairs
-from nas.errors import CheckpointError, SrnasError, UsageError
+from nas.errors import CheckpointError, SrnasError
 from nas.zoo.resolve import load_model
 
 _DESCRIPTION = """\
@@ -88,18 +88,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pruning.config import PruneConfig, PruneTargetError, parse_prune_target
+    from pruning.config import PruneConfig, parse_prune_target
     from pruning.schedule import prune
 
-    try:
-        metric, fraction = parse_prune_target(
-            activations=args.target_activations,
-            params=args.target_params,
-            flops=args.target_flops,
-            runtime=args.target_runtime,
-        )
-    except PruneTargetError as exc:
-        raise UsageError(str(exc)) from exc
+    metric, fraction = parse_prune_target(  # PruneTargetError is a UsageError
+        activations=args.target_activations,
+        params=args.target_params,
+        flops=args.target_flops,
+        runtime=args.target_runtime,
+    )
     check_output_dir(args.output, ("--data", args.data), ("--val", args.val))
     resolve_device(args.device)  # a missing GPU fails before anything is written
     bench = () if args.bench.strip().lower() in ("", "none") else tuple(b.strip() for b in args.bench.split(","))
