@@ -140,9 +140,10 @@ def evaluate_folder(
 ) -> dict[str, Any]:
     """Per-image and mean PSNR/SSIM (Y and RGB, border = scale) of ``model`` on an HR folder.
 
-    Returns ``{"images": [{"name", "psnr_y", "psnr_rgb", ["ssim_y", "ssim_rgb"]}...], "mean": {...}}``.
+    Returns ``{"images": [{"name", "psnr_y", "psnr_rgb", ["ssim_y", "ssim_rgb"]}...], "mean": {...}}``; a
+    non-finite model output is an SrnasError naming the image, never a meaningless score.
     """
     model = model.to(device)
     pairs = list(iter_pairs(hr_dir, lr_dir, scale))  # validate every file before running the model
     metrics = METRICS if ssim else PSNR_METRICS
-    return score_pairs(model, pairs, scale, device=device, metrics=metrics, progress=progress)
+    return score_pairs(model, pairs, scale, device=device, metrics=metrics, check_finite=True, progress=progress)

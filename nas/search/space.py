@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-
 from nas.errors import SpecError
 from nas.models import blocks  # noqa: F401  (registers the block families)
 from nas.models.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS

@@ -38,7 +38,9 @@ def register(sub) -> None:
         metavar="N|HxW",
         help="LR input height and width (default 256, the challenge size)",
     )
-    p.add_argument("--device", default="cpu", type=device_name, help="cpu or cuda[:N]: where --runtime is measured (default cpu)")
+    p.add_argument(
+        "--device", default="cpu", type=device_name, help="cpu or cuda[:N]: where --runtime is measured (default cpu)"
+    )
     p.add_argument("--runtime", action="store_true", help="also time forward passes (and CUDA peak memory)")
     p.add_argument("--repeats", type=positive_int, default=10, help="timed forward passes (default 10)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed passes before timing (default 3)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from nas.cli.commands._common import (
     add_device_arg,
     add_model_args,

@@ -68,13 +68,19 @@ def register(sub) -> None:
     p.add_argument("--weight-decay", type=non_negative_float, default=_DEFAULTS.weight_decay)
     p.add_argument("--loss", choices=LOSSES, default=_DEFAULTS.loss)
     p.add_argument("--schedule", choices=SCHEDULES, default=_DEFAULTS.schedule)
-    p.add_argument("--milestones", type=positive_int, nargs="*", default=[], help="steps where 'step' multiplies lr by gamma")
+    p.add_argument(
+        "--milestones", type=positive_int, nargs="*", default=[], help="steps where 'step' multiplies lr by gamma"
+    )
     p.add_argument("--gamma", type=positive_float, default=_DEFAULTS.gamma)
-    p.add_argument("--val-every", type=non_negative_int, default=_DEFAULTS.val_every, help="0: only after the last step")
+    p.add_argument(
+        "--val-every", type=non_negative_int, default=_DEFAULTS.val_every, help="0: only after the last step"
+    )
     p.add_argument("--ckpt-every", type=positive_int, default=_DEFAULTS.ckpt_every)
     p.add_argument("--grad-clip", type=positive_float, help="max gradient norm")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
-    p.add_argument("--device", default="auto", type=device_name, help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--device", default="auto", type=device_name, help="auto (cuda when available), cpu, cuda, cuda:1, ..."
+    )
     p.add_argument("--amp", action="store_true", help="float16 mixed precision (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
     p.add_argument("--workers", type=non_negative_int, default=0, help="patch-loading processes")
