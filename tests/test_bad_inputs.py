@@ -208,8 +208,22 @@ def test_unknown_device_index(kit, capsys):
         ("width: 8\nblocks: [{type: no_such_block}]\n", "no_such_block"),
         ("width: 8\nblocks: [{type: residual}]\nscale: 1000\n", "scale"),
         ("- just\n- a list\n", "mapping"),
+        ("width: 8\nblocks: [" + ", ".join(["{type: residual}"] * 300) + "]\n", "too large"),
+        ("width: 512\nblocks: [" + ", ".join(["{type: residual}"] * 200) + "]\n", "too large"),
+        ("width: 8\nblocks: [{type: inverted_residual, expand_ratio: 100000}]\n", "expand_ratio"),
     ],
-    ids=["malformed", "huge-width", "deeply-nested", "python-tag", "unknown-block", "huge-scale", "not-a-mapping"],
+    ids=[
+        "malformed",
+        "huge-width",
+        "deeply-nested",
+        "python-tag",
+        "unknown-block",
+        "huge-scale",
+        "not-a-mapping",
+        "too-many-blocks",
+        "too-many-weights",
+        "huge-block-option",
+    ],
 )
 def test_bad_spec_files(text, needle, kit, capsys):
     spec = kit / "spec.yaml"
@@ -274,6 +288,14 @@ def test_bad_checkpoints_on_eval(kind, kit, capsys):
     line = check_fails(["eval", kit / "model", "--weights", path, "--hr", kit / "hr"], capsys, kit, DATA, path.name)
     assert "weights_only" not in line
     assert not (kit / "pwned").exists()
+
+
+def test_overflowing_weights_give_no_meaningless_psnr(kit, capsys):
+    path = kit / "huge.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: torch.full_like(v, 1e30) for k, v in _state(kit).items()}, str(path))  # finite, output inf
+    check_fails(["eval", kit / "model", "--weights", path, "--hr", kit / "hr"], capsys, kit, DATA, "not finite")
 
 
 def test_bad_checkpoint_on_sr_writes_nothing(kit, capsys):
