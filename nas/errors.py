@@ -19,3 +19,7 @@ class DataError(SrnasError):
 
 class RunLockedError(SrnasError):
     """A run folder that another process writes (its ``.lock`` names the owner's pid and host)."""
+
+
+class UsageError(SrnasError, ValueError):
+    """A wrong command line: an option value out of range, contradictory or missing options (exit status 2)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nas.errors import SrnasError
+from nas.errors import SrnasError, UsageError
 from nas.measure.counting import DEFAULT_INPUT_SIZE
 from pruning.gates import MODES
 
@@ -14,8 +14,8 @@ IMPORTANCES = ("taylor", "l1")
 COSTS = ("activations", "flops", "params", "latency")  # what importance is normalised by
 
 
-class PruneTargetError(SrnasError):
-    """A pruning target that is not exactly one fraction in (0, 1) of a known metric."""
+class PruneTargetError(UsageError):
+    """A pruning target that is not exactly one fraction in (0, 1) of a known metric (a usage error: exit 2)."""
 
 
 @dataclass

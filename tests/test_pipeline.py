@@ -26,20 +26,20 @@ def test_pick_models_spreads_along_runtime_and_honours_constraints():
 
 
 @pytest.mark.parametrize(
-    ("argv", "fragment"),
+    ("argv", "fragment", "code"),
     [
-        (["--target-params", "1.5"], "target params must be a fraction"),
-        (["--target-flops", "0.5", "--target-runtime", "0.5"], "give exactly one pruning target"),
-        (["--pick", "0"], "--pick must be at least 1"),
-        (["--sampler", "bogus"], "unknown sampler"),
+        (["--target-params", "1.5"], "target params must be a fraction", 2),
+        (["--target-flops", "0.5", "--target-runtime", "0.5"], "give exactly one pruning target", 2),
+        (["--pick", "0"], "--pick must be at least 1", 1),  # nas.cli.pipeline raises a plain SrnasError
+        (["--sampler", "bogus"], "unknown sampler", 2),
     ],
 )
 def test_bad_pipeline_options_fail_before_anything_is_written(
-    tmp_path, results_env, tiny_space_data, capsys, argv, fragment
+    tmp_path, results_env, tiny_space_data, capsys, argv, fragment, code
 ):
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(tiny_space_data))
-    assert main(["pipeline", str(space_file), "--device", "cpu", *argv]) == 1
+    assert main(["pipeline", str(space_file), "--device", "cpu", *argv]) == code  # usage errors exit 2
     assert fragment in capsys.readouterr().err
     assert not results_env.exists()
 

@@ -263,16 +263,16 @@ def test_cli_json_and_table(tiny_resolver, capsys):
 
 
 def test_cli_errors(tiny_resolver, capsys):
-    assert cli.main(["profile"]) == 1
+    assert cli.main(["profile"]) == 2  # usage errors exit 2, bad data 1
     assert "give either a MODEL or --zoo" in capsys.readouterr().err
-    assert cli.main(["profile", "tiny", "--zoo"]) == 1
+    assert cli.main(["profile", "tiny", "--zoo"]) == 2
     capsys.readouterr()
     with pytest.MonkeyPatch.context() as mp:  # every machine checks the CUDA-less message
         mp.setattr(torch.cuda, "is_available", lambda: False)
         assert cli.main(["profile", "tiny", "--device", "cuda", "--runtime"]) == 1
     assert "CUDA is not available" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli.main(["profile", "tiny", "--size", "0"])
+    assert cli.main(["profile", "tiny", "--size", "0"]) == 2
+    assert "--size" in capsys.readouterr().err
 
 
 def test_cli_zoo_table_flags_reference_mismatch(monkeypatch, capsys):

@@ -389,7 +389,7 @@ def test_cli_prune_writes_a_model_folder(data, tmp_path, capsys):
 def test_cli_bad_targets(tmp_path, capsys, extra, message):
     from nas.cli.main import main
 
-    assert main(["prune", "rfdn", "--weights", "x.pth", "--output", str(tmp_path / "o"), *extra]) == 1
+    assert main(["prune", "rfdn", "--weights", "x.pth", "--output", str(tmp_path / "o"), *extra]) == 2  # usage
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "o").exists()
 

@@ -130,7 +130,8 @@ def test_typed_options_and_overrides_leave_the_space_alone(tiny_space):
 def test_a_bad_option_fails_before_anything_is_written(tmp_path, results_env, tiny_space_data, argv, command, capsys):
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(tiny_space_data))
-    assert main([command, str(space_file), "--device", "cpu", *argv]) == 1
+    expected = 1 if argv[0] == "--data" else 2  # bad data / a usage error
+    assert main([command, str(space_file), "--device", "cpu", *argv]) == expected
     assert len(capsys.readouterr().err.strip().splitlines()) == 1  # one line
     assert not results_env.exists()  # no run folder, no status.json, no index row
 

@@ -338,11 +338,11 @@ def test_cli_train_distils_from_a_teacher(dataset, tmp_path, capsys):
     assert not _state_equal(load_model(str(tmp_path / "b")).model, model)
     capsys.readouterr()
 
-    for extra, message in [
-        (["--teacher", str(spec)], "no trained weights"),
-        (["--teacher", str(tmp_path / "m"), "--gt-weight", "1"], "--gt-weight"),
+    for extra, message, code in [
+        (["--teacher", str(spec)], "no trained weights", 1),
+        (["--teacher", str(tmp_path / "m"), "--gt-weight", "1"], "--gt-weight", 2),  # a usage error
     ]:
-        assert main([*base, *extra, "--output", str(tmp_path / "c")]) == 1
+        assert main([*base, *extra, "--output", str(tmp_path / "c")]) == code
         assert message in capsys.readouterr().err
     x4 = tmp_path / "x4"
     save_model(x4, build({**load_spec(spec), "scale": 4}), {**load_spec(spec), "scale": 4})

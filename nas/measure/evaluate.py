@@ -44,7 +44,10 @@ def iter_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) -> Ite
         raise DataError(f"LR folder not found: {lr_root}")
     lr_files = [find_lr(lr_root, f.stem, scale) for f in hr_files] if lr_root is not None else [None] * len(hr_files)
     for hr_file, lr_file in zip(hr_files, lr_files, strict=True):
-        hr = modcrop(read_image(hr_file), scale)
+        hr = read_image(hr_file)
+        if min(hr.shape[:2]) < scale:
+            raise DataError(f"HR image {hr_file} ({hr.shape[1]}x{hr.shape[0]}) is smaller than the scale {scale}")
+        hr = modcrop(hr, scale)
         if lr_file is None:
             lr = downscale(hr, scale)
         else:
@@ -137,9 +140,10 @@ def evaluate_folder(
 ) -> dict[str, Any]:
     """Per-image and mean PSNR/SSIM (Y and RGB, border = scale) of ``model`` on an HR folder.
 
-    Returns ``{"images": [{"name", "psnr_y", "psnr_rgb", ["ssim_y", "ssim_rgb"]}...], "mean": {...}}``.
+    Returns ``{"images": [{"name", "psnr_y", "psnr_rgb", ["ssim_y", "ssim_rgb"]}...], "mean": {...}}``; a
+    non-finite model output is an SrnasError naming the image, never a meaningless score.
     """
     model = model.to(device)
     pairs = list(iter_pairs(hr_dir, lr_dir, scale))  # validate every file before running the model
     metrics = METRICS if ssim else PSNR_METRICS
-    return score_pairs(model, pairs, scale, device=device, metrics=metrics, progress=progress)
+    return score_pairs(model, pairs, scale, device=device, metrics=metrics, check_finite=True, progress=progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,21 +25,44 @@ class Pair:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 HxWx3 RGB; grey images are replicated to three channels."""
+    """Read an image as uint8 HxWx3 RGB.
+
+    Grey images are replicated to three channels; 16-bit images are scaled to 8 bits (``round(v / 257)``, so
+    65535 -> 255), not clipped; alpha is dropped; palette/CMYK images are converted. Images over Pillow's
+    ``MAX_IMAGE_PIXELS`` (about 89 Mpx: a decompression bomb) are refused before decoding.
+    """
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("RGB", "L"):
-                im = im.convert("RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                arr = _as_rgb_array(im, path)
     except FileNotFoundError as exc:
         raise DataError(f"image not found: {path}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except IsADirectoryError as exc:
+        raise DataError(f"{path} is a folder, not an image") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"image {path} is too large to decode safely: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     return np.ascontiguousarray(arr)
+
+
+def _as_rgb_array(im: Image.Image, path: Path) -> np.ndarray:
+    """uint8 HxW (grey) or HxWx3 of an opened image; 16-bit grey is scaled, not clipped."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        values = np.asarray(im).astype(np.float64)
+        if values.min() < 0 or values.max() > 65535:
+            raise DataError(f"image {path} has 32-bit integer pixels outside 0..65535; expected 8 or 16 bits")
+        return np.round(values / 257.0).astype(np.uint8)
+    if im.mode == "F":
+        raise DataError(f"image {path} has floating-point pixels; expected 8 or 16-bit images")
+    if im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,17 +33,42 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            return _finite(load_file(str(path), device="cpu"), path)
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+            raise CheckpointError(f"cannot read safetensors file {path}: {_first_line(exc)}") from exc
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
-            "(only plain tensor checkpoints are accepted; nothing in it is executed)"
-        ) from exc
-    return _as_state_dict(data, path)
+        raise CheckpointError(f"cannot read checkpoint {path}: {_load_problem(exc)}") from exc
+    return _finite(_as_state_dict(data, path), path)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _load_problem(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, without PyTorch's advice to load it unsafely."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand \d+|Unsupported class ([\w.]+)", text)
+    if found or "weights_only" in text.lower() or "WeightsUnpickler" in text:
+        what = f" ({found.group(1) or found.group(2) or found.group(0)})" if found else ""
+        return (
+            f"it holds pickled Python objects{what}, not only tensors: only plain tensor checkpoints are accepted "
+            "(nothing in it was executed; convert it to a state dict of tensors or .safetensors)"
+        )
+    return f"{_first_line(exc)} (not a readable torch checkpoint: truncated or not a checkpoint?)"
+
+
+def _finite(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """``state``, unless a floating-point tensor holds NaN/inf (diverged training): scores would be meaningless."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"checkpoint {path}: tensor {key!r} has NaN or infinite values (diverged training?)")
+    return state
 
 
 def _as_state_dict(data: object, path: Path) -> dict[str, torch.Tensor]:
@@ -103,7 +129,7 @@ def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], source
                 shown = "; ".join(items[:MAX_LISTED])
                 more = f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
                 parts.append(f"{len(items)} {title}: {shown}{more}")
-        raise CheckpointError("\n  ".join(parts))
+        raise CheckpointError("; ".join(parts))
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -7,11 +7,13 @@ a run folder is touched; the CLI applies its overrides with ``dataclasses.replac
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from nas.data import EMBEDDED
-from nas.errors import SpecError, SrnasError
+from nas.device import check_device_name
+from nas.errors import SpecError, SrnasError, UsageError
 from nas.results.pareto import direction
 from nas.train import TrainConfig
 
@@ -56,7 +58,12 @@ class SupernetTraining(TrainConfig):
     distill_weight: float = 1.0  # inplace: weight of the teacher term; the HR loss gets the rest
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        try:
+            super().__post_init__()
+        except SpecError:
+            raise
+        except SrnasError as exc:  # a bad value: UsageError from the command line, SpecError (via parse) from YAML
+            raise UsageError(str(exc)) from exc
         self.data = str(self.data)
         if self.sampling not in SAMPLINGS:
             raise SpecError(f"unknown sampling {self.sampling!r}; known: {', '.join(SAMPLINGS)}")
@@ -128,14 +135,30 @@ class SearchOptions:
             raise SpecError(f"runtime_repeats and workers must be positive, got {self.runtime_repeats}, {self.workers}")
         if self.backend not in BACKENDS:
             raise SpecError(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+        if self.min_psnr is not None and not math.isfinite(self.min_psnr):
+            raise SpecError(f"min_psnr must be a finite number of dB, got {self.min_psnr}")
+        try:
+            check_device_name(self.device)
+        except UsageError as exc:
+            raise SpecError(str(exc)) from exc
+        if self.storage is not None:
+            check_storage_url(self.storage)
 
     @classmethod
     def parse(cls, data: Any) -> SearchOptions:
         return _options(cls, data, "search")
 
     def with_overrides(self, **overrides: Any) -> SearchOptions:
-        """A copy with the given options (``None`` values ignored), validated again."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy with the given options (``None`` values ignored), validated again; a bad value is a
+        UsageError naming the command-line option (``--min-psnr nan: ...``)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for key, value in given.items():
+            try:
+                replace(self, **{key: value})
+            except SpecError as exc:
+                shown = ",".join(map(str, value)) if isinstance(value, list | tuple) else value
+                raise UsageError(f"--{key.replace('_', '-')} {shown}: {exc}") from exc
+        return replace(self, **given)
 
     @property
     def directions(self) -> dict[str, str]:
@@ -150,3 +173,17 @@ class SearchOptions:
     def fingerprint(self) -> dict[str, Any]:
         """The options a restart must not change."""
         return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE}
+
+
+def check_storage_url(url: str) -> None:
+    """An Optuna storage URL must be a SQLAlchemy URL of a known dialect (``sqlite:///f.db``,
+    ``postgresql://...``, ``mysql://...``): checked before a search starts, without connecting."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise SpecError(
+            f"storage {url!r} is not a database URL Optuna can use (sqlite:///FILE, postgresql://..., mysql://...)"
+        ) from exc

@@ -37,12 +37,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nas.errors import SpecError
 from nas.models import blocks  # noqa: F401  (registers the block families)
 from nas.models.registry import BLOCKS, FUSIONS, HEADS, UPSAMPLERS
-from nas.models.spec import GLOBAL_SKIPS, check_keys, normalize_spec
+from nas.models.spec import GLOBAL_SKIPS, check_keys, normalize_spec, read_data_file
 from nas.search.options import SearchOptions, SupernetTraining
 
 SPACE_KEYS = {
@@ -300,11 +298,5 @@ def _check_buildable(space: SearchSpace) -> None:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"search space file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"cannot parse search space {path}: {exc}") from exc
+    data = read_data_file(path, "search space")  # safe YAML, size and depth limits: one SpecError
     return parse_space(data, str(path))

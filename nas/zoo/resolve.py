@@ -53,14 +53,14 @@ def load_model(ref: str | Path, weights: str | Path | None = None, pretrained: b
         spec_file = path / SPEC_FILE
         if not spec_file.is_file():
             raise SpecError(f"model folder {path} has no {SPEC_FILE}")
-        model = build(load_spec(spec_file))
+        model = _build_file(spec_file)
         weights = weights if weights is not None else path / WEIGHTS_FILE
         if not Path(weights).is_file():
             raise CheckpointError(f"model folder {path} has no {WEIGHTS_FILE} (pass --weights)")
         _load_plain(model, weights)
         return LoadedModel(model, model.spec, str(path), None, str(weights))
     if path.suffix in SPEC_SUFFIXES:
-        model = build(load_spec(path))
+        model = _build_file(path)
         if weights is None and pretrained:
             raise CheckpointError(f"{path} is a spec without weights: this command needs trained weights (--weights)")
         if weights is not None:
@@ -70,6 +70,15 @@ def load_model(ref: str | Path, weights: str | Path | None = None, pretrained: b
         f"{text!r} is not a zoo model ({', '.join(zoo.list_zoo())}), a spec file ({'/'.join(SPEC_SUFFIXES)}) "
         "or a model folder"
     )
+
+
+def _build_file(spec_file: Path) -> nn.Module:
+    """The model of a spec file; a spec that does not build (unknown block, bad option) names the file."""
+    spec = load_spec(spec_file)
+    try:
+        return build(spec)
+    except SpecError as exc:
+        raise SpecError(f"{spec_file}: {exc}") from exc
 
 
 def _load_plain(model: nn.Module, weights: str | Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nas.cli.commands._common import check_distinct_targets, check_output_dir
 from nas.errors import DataError
 from nas.measure.images import list_images, read_image, write_image
 from nas.measure.imresize import downscale
@@ -29,12 +30,9 @@ def register(sub) -> None:
 def run(args) -> int:
     src, dst, scale = Path(args.input), Path(args.output), args.scale
     files = list_images(src)
-    if dst.resolve() == src.resolve():
-        raise DataError(f"--output must differ from --input ({src}): LR files would mix with the HR images")
+    check_output_dir(dst, ("--input", src))
     targets = [dst / f"{f.stem}x{scale}.png" for f in files]
-    clashes = sorted({t.name for t in targets if targets.count(t) > 1})
-    if clashes:
-        raise DataError(f"several images in {src} would be written to the same file: {', '.join(clashes)}")
+    check_distinct_targets(files, targets)
     # Read every input once before writing anything, so a bad file leaves the output untouched.
     for f in track(files, desc="checking", unit="img", leave=False):
         h, w = read_image(f).shape[:2]

@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from nas.cli.commands._common import print_json
-from nas.errors import SrnasError
+from nas.cli.commands._common import device_name, non_negative_int, positive_int, print_json
+from nas.errors import UsageError
 from nas.measure.profiler import DEFAULT_INPUT_SIZE, Profile, check_device, profile_model
 from nas.progress import track
 
@@ -38,19 +38,19 @@ def register(sub) -> None:
         metavar="N|HxW",
         help="LR input height and width (default 256, the challenge size)",
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where --runtime is measured (default cpu)")
+    p.add_argument(
+        "--device", default="cpu", type=device_name, help="cpu or cuda[:N]: where --runtime is measured (default cpu)"
+    )
     p.add_argument("--runtime", action="store_true", help="also time forward passes (and CUDA peak memory)")
-    p.add_argument("--repeats", type=int, default=10, help="timed forward passes (default 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed passes before timing (default 3)")
+    p.add_argument("--repeats", type=positive_int, default=10, help="timed forward passes (default 10)")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed passes before timing (default 3)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.zoo == (args.model is not None):
-        raise SrnasError("give either a MODEL or --zoo")
-    if args.repeats < 1 or args.warmup < 0:
-        raise SrnasError("--repeats must be >= 1 and --warmup >= 0")
+        raise UsageError("give either a MODEL or --zoo")
     device = check_device(args.device)
     options = {
         "input_size": (3, *args.size),

@@ -6,7 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from nas.cli.commands._common import val_pairs_from_args
+from nas.cli.commands._common import (
+    check_output_dir,
+    device_name,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+    resolve_device,
+    unit_fraction,
+    val_pairs_from_args,
+)
 from nas.data import EMBEDDED, open_pairs
 from nas.errors import CheckpointError, SrnasError
 from nas.zoo.resolve import load_model
@@ -35,7 +45,9 @@ def register(sub) -> None:
     p.add_argument("model", metavar="MODEL", help="zoo name, spec file (.yaml/.json) or model folder")
     p.add_argument("--weights", help="trained weights: official .pth/.pt or srnas .safetensors (a folder's own)")
     for metric in TARGETS:
-        p.add_argument(f"--target-{metric}", type=float, metavar="F", help=f"keep this fraction of the {metric}")
+        p.add_argument(
+            f"--target-{metric}", type=open_fraction, metavar="F", help=f"keep this fraction of the {metric}"
+        )
     p.add_argument("--output", required=True, help="output folder (continued when it holds a state.json)")
     p.add_argument("--mode", choices=("coupled", "fine"), default=d.mode, help="gate granularity (pruning.gates)")
     p.add_argument("--importance", choices=IMPORTANCES, default=d.importance)
@@ -44,19 +56,27 @@ def register(sub) -> None:
         choices=COSTS,
         help="what importance is divided by (default: the target metric; latency proxy for runtime)",
     )
-    p.add_argument("--round-to", type=int, default=d.round_to, metavar="N", help="pruned widths multiples of N")
+    p.add_argument(
+        "--round-to", type=positive_int, default=d.round_to, metavar="N", help="pruned widths multiples of N"
+    )
     p.add_argument("--data", default=EMBEDDED, help="fine-tuning data: DIR or 'embedded' (default)")
     p.add_argument("--val", help="validation data: DIR, 'embedded' or 'none' (default: the val split of --data)")
-    p.add_argument("--val-max-size", type=int, default=256, help="centre-crop validation HR images (0: whole)")
-    p.add_argument("--rounds", type=int, default=d.rounds, help="prune + fine-tune rounds")
-    p.add_argument("--round-steps", type=int, default=d.round_steps, help="fine-tune steps per round")
-    p.add_argument("--steps", type=int, default=d.final_steps, help="final fine-tune steps of the shrunk model")
-    p.add_argument("--score-batches", type=int, default=d.score_batches, help="batches for Taylor scores")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--patch-size", type=int, default=d.patch_size, help="LR patch side")
-    p.add_argument("--lr", type=float, default=d.lr, help="fine-tune learning rate (cosine per round)")
-    p.add_argument("--final-lr", type=float, help="learning rate of the final fine-tune (default --lr)")
-    p.add_argument("--gt-weight", type=float, default=d.gt_weight, help="ground-truth share of the target (0..1)")
+    p.add_argument(
+        "--val-max-size", type=non_negative_int, default=256, help="centre-crop validation HR images (0: whole)"
+    )
+    p.add_argument("--rounds", type=positive_int, default=d.rounds, help="prune + fine-tune rounds")
+    p.add_argument("--round-steps", type=non_negative_int, default=d.round_steps, help="fine-tune steps per round")
+    p.add_argument(
+        "--steps", type=non_negative_int, default=d.final_steps, help="final fine-tune steps of the shrunk model"
+    )
+    p.add_argument("--score-batches", type=positive_int, default=d.score_batches, help="batches for Taylor scores")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--patch-size", type=positive_int, default=d.patch_size, help="LR patch side")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="fine-tune learning rate (cosine per round)")
+    p.add_argument("--final-lr", type=positive_float, help="learning rate of the final fine-tune (default --lr)")
+    p.add_argument(
+        "--gt-weight", type=unit_fraction, default=d.gt_weight, help="ground-truth share of the target (0..1)"
+    )
     p.add_argument(
         "--reconstruct",
         action=argparse.BooleanOptionalAction,
@@ -65,14 +85,19 @@ def register(sub) -> None:
         "unpruned model's features (pruning.reconstruct)",
     )
     p.add_argument(
-        "--reconstruct-patches", type=int, default=d.reconstruct_patches, help="LR calibration patches of the refit"
+        "--reconstruct-patches",
+        type=positive_int,
+        default=d.reconstruct_patches,
+        help="LR calibration patches of the refit",
     )
-    p.add_argument("--size", type=int, default=d.input_size[1], help="LR input side for costs and runtime")
-    p.add_argument("--repeats", type=int, default=d.repeats, help="timed passes per runtime measurement")
+    p.add_argument("--size", type=positive_int, default=d.input_size[1], help="LR input side for costs and runtime")
+    p.add_argument("--repeats", type=positive_int, default=d.repeats, help="timed passes per runtime measurement")
     p.add_argument("--bench", default=",".join(d.benchmarks), help="reference-kit sets in the report, or 'none'")
     p.add_argument("--no-report", action="store_true", help="skip report.json / report.md")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--device", default="auto", type=device_name, help="auto (cuda when available), cpu, cuda, cuda:1, ..."
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -81,12 +106,14 @@ def run(args) -> int:
     from pruning.config import PruneConfig, parse_prune_target
     from pruning.schedule import prune
 
-    metric, fraction = parse_prune_target(
+    metric, fraction = parse_prune_target(  # PruneTargetError is a UsageError
         activations=args.target_activations,
         params=args.target_params,
         flops=args.target_flops,
         runtime=args.target_runtime,
     )
+    check_output_dir(args.output, ("--data", args.data), ("--val", args.val))
+    resolve_device(args.device)  # a missing GPU fails before anything is written
     bench = () if args.bench.strip().lower() in ("", "none") else tuple(b.strip() for b in args.bench.split(","))
     cfg = PruneConfig(
         target=fraction,

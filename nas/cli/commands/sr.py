@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from nas.cli.commands._common import add_device_arg, add_model_args, resolve_device
+from nas.cli.commands._common import (
+    add_device_arg,
+    add_model_args,
+    check_distinct_targets,
+    check_output_dir,
+    resolve_device,
+)
 from nas.measure.images import list_images, read_image, write_image
 from nas.progress import track
 from nas.zoo.resolve import load_model
@@ -24,11 +28,13 @@ def run(args) -> int:
 
     device = resolve_device(args.device)
     files = list_images(args.input)
+    out_dir = check_output_dir(args.output, ("--input", args.input))
+    targets = [out_dir / f"{path.stem}.png" for path in files]
+    check_distinct_targets(files, targets)
     images = [read_image(f) for f in files]  # read everything first: a bad file writes nothing
     loaded = load_model(args.model, args.weights, pretrained=True)
     model = loaded.model.to(device)
-    out_dir = Path(args.output)
-    for path, lr in track(list(zip(files, images, strict=True)), desc="sr", unit="img"):
-        write_image(out_dir / f"{path.stem}.png", super_resolve(model, lr, device))
+    for target, lr in track(list(zip(targets, images, strict=True)), desc="sr", unit="img"):
+        write_image(target, super_resolve(model, lr, device))
     print(f"wrote {len(files)} images to {out_dir}")
     return 0

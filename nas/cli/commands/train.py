@@ -8,7 +8,17 @@ from pathlib import Path
 import torch
 
 from nas import zoo
-from nas.cli.commands._common import val_pairs_from_args
+from nas.cli.commands._common import (
+    check_output_dir,
+    device_name,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    resolve_device,
+    share,
+    val_pairs_from_args,
+)
 from nas.data import EMBEDDED, open_pairs
 from nas.errors import CheckpointError, SpecError, SrnasError
 from nas.models.network import build
@@ -45,29 +55,35 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--val-max-size",
-        type=int,
+        type=non_negative_int,
         default=256,
         help="centre-crop validation HR images to this side (0: whole)",
     )
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default: the model's)")
-    p.add_argument("--steps", type=int, default=_DEFAULTS.steps)
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
-    p.add_argument("--patch-size", type=int, default=_DEFAULTS.patch_size, help="LR patch side")
-    p.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="peak learning rate")
+    p.add_argument("--steps", type=positive_int, default=_DEFAULTS.steps)
+    p.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size)
+    p.add_argument("--patch-size", type=positive_int, default=_DEFAULTS.patch_size, help="LR patch side")
+    p.add_argument("--lr", type=positive_float, default=_DEFAULTS.lr, help="peak learning rate")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer)
-    p.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay)
+    p.add_argument("--weight-decay", type=non_negative_float, default=_DEFAULTS.weight_decay)
     p.add_argument("--loss", choices=LOSSES, default=_DEFAULTS.loss)
     p.add_argument("--schedule", choices=SCHEDULES, default=_DEFAULTS.schedule)
-    p.add_argument("--milestones", type=int, nargs="*", default=[], help="steps where 'step' multiplies lr by gamma")
-    p.add_argument("--gamma", type=float, default=_DEFAULTS.gamma)
-    p.add_argument("--val-every", type=int, default=_DEFAULTS.val_every, help="0: only after the last step")
-    p.add_argument("--ckpt-every", type=int, default=_DEFAULTS.ckpt_every)
-    p.add_argument("--grad-clip", type=float, help="max gradient norm")
+    p.add_argument(
+        "--milestones", type=positive_int, nargs="*", default=[], help="steps where 'step' multiplies lr by gamma"
+    )
+    p.add_argument("--gamma", type=positive_float, default=_DEFAULTS.gamma)
+    p.add_argument(
+        "--val-every", type=non_negative_int, default=_DEFAULTS.val_every, help="0: only after the last step"
+    )
+    p.add_argument("--ckpt-every", type=positive_int, default=_DEFAULTS.ckpt_every)
+    p.add_argument("--grad-clip", type=positive_float, help="max gradient norm")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--device", default="auto", type=device_name, help="auto (cuda when available), cpu, cuda, cuda:1, ..."
+    )
     p.add_argument("--amp", action="store_true", help="float16 mixed precision (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
-    p.add_argument("--workers", type=int, default=0, help="patch-loading processes")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="patch-loading processes")
     p.add_argument(
         "--teacher",
         metavar="MODEL",
@@ -76,7 +92,7 @@ def register(sub) -> None:
     )
     p.add_argument("--teacher-weights", help="the teacher's weights (default: the folder's own, or the zoo's official)")
     p.add_argument(
-        "--gt-weight", type=float, default=0.0, help="with --teacher: share of the ground truth in the target"
+        "--gt-weight", type=share, default=0.0, help="with --teacher: share of the ground truth in the target"
     )
     p.add_argument("--output", required=True, help="output folder (resumed when it has a checkpoint)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -102,6 +118,8 @@ def load_teacher(args, spec: dict) -> torch.nn.Module:
 
 
 def run(args) -> int:
+    check_output_dir(args.output, ("--data", args.data), ("--val", args.val))
+    resolve_device(args.device)  # a missing GPU fails before anything is written
     torch.manual_seed(args.seed)  # random init is reproducible too
     loaded = load_model(args.model, args.weights)
     model, spec = loaded.model, loaded.spec

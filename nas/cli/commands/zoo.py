@@ -7,7 +7,7 @@ import sys
 
 from nas import zoo
 from nas.cli.commands._common import print_json
-from nas.errors import SrnasError
+from nas.errors import SrnasError, UsageError
 from nas.zoo import weights
 
 
@@ -32,7 +32,7 @@ def run(args) -> int:
     if args.action == "download":
         return _download(args)
     if args.names or args.all:
-        raise SrnasError("model names and --all go with `srnas zoo download`")
+        raise UsageError("model names and --all go with `srnas zoo download`")
     rows = []
     for name in zoo.list_zoo():
         ckpt = zoo.checkpoint_path(name)
@@ -52,10 +52,10 @@ def run(args) -> int:
 
 def _download(args) -> int:
     if args.all and args.names:
-        raise SrnasError("give model names or --all, not both")
+        raise UsageError("give model names or --all, not both")
     names = [n for n in zoo.list_zoo() if zoo.weights_source(n)] if args.all else args.names
     if not names:
-        raise SrnasError("name the zoo models to download (see `srnas zoo`), or pass --all")
+        raise UsageError("name the zoo models to download (see `srnas zoo`), or pass --all")
     unknown = [n for n in names if n not in zoo.list_zoo()]
     if unknown:
         raise SrnasError(f"unknown zoo model(s) {', '.join(unknown)}; known: {', '.join(zoo.list_zoo())}")
