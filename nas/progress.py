@@ -139,7 +139,8 @@ class PlainProgress:
         if self.total is not None and done_n > 0 and self.n < self.total and not done:
             parts.append(f"ETA {_hms((self.total - self.n) * elapsed / done_n)}")
         head = f"{self.desc}: {self.unit} {count}{pct}{post}"
-        return f"{head}{' done' if done else ''} | {', '.join(parts)}"
+        ended = " done" if self.total is None or self.n >= self.total else " stopped"  # closed early: an error
+        return f"{head}{ended if done else ''} | {', '.join(parts)}"
 
     def _write(self, now: float | None = None, done: bool = False) -> None:
         stream = self.stream if self.stream is not None else sys.stderr

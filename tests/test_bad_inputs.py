@@ -30,6 +30,12 @@ USAGE, DATA = 2, 1
 # --------------------------------------------------------------------------- helpers
 
 
+@pytest.fixture(autouse=True)
+def _no_progress_lines(monkeypatch):
+    """Progress milestones also go to stderr (plain lines off a terminal): off, so stderr is the error alone."""
+    monkeypatch.setenv("SRNAS_PROGRESS", "off")
+
+
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """Exit status, stdout and stderr of ``srnas ARGV`` run in-process."""
     try:

@@ -44,6 +44,15 @@ def test_plain_lines_every_tenth_and_thirty_seconds_whichever_is_rarer():
     assert lines[-1].startswith("train: step 100/100 (100%) loss=0.01 done | 1 step/s, elapsed 0:01:40")
 
 
+def test_a_bar_closed_early_says_stopped_not_done():
+    out, clock = io.StringIO(), _Clock()
+    bar = PlainProgress(10, desc="eval", unit="img", stream=out, clock=clock)
+    clock.t += 1.0
+    bar.update(3)
+    bar.close()  # e.g. an exception left the loop
+    assert out.getvalue().splitlines()[-1].startswith("eval: img 3/10 (30%) stopped | ")
+
+
 def test_plain_lines_fast_steps_follow_the_fraction():
     out, clock = io.StringIO(), _Clock()
     bar = PlainProgress(1000, desc="x", unit="it", initial=200, stream=out, clock=clock)

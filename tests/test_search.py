@@ -141,10 +141,9 @@ def test_a_bad_option_fails_before_anything_is_written(tmp_path, results_env, ti
 def test_a_run_name_is_a_plain_name(tmp_path, results_env, tiny_space_data, name, command, capsys):
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(tiny_space_data))
-    with pytest.raises(SystemExit) as exit_:
-        main([command, str(space_file), "--device", "cpu", "--run", name])
-    assert exit_.value.code == 2  # a usage error
-    assert "is not a run name" in capsys.readouterr().err
+    assert main([command, str(space_file), "--device", "cpu", "--run", name]) == 2  # a usage error
+    err = capsys.readouterr().err
+    assert "is not a run name" in err and len(err.strip().splitlines()) == 1
     assert not results_env.exists() and not (tmp_path / "x").exists() and not Path("/abs").exists()
 
 
