@@ -270,6 +270,7 @@ def _refit(run: _Run, k: int) -> dict[str, Any]:
         patch_size=cfg.patch_size,
         ridge=cfg.reconstruct_ridge,
         seed=cfg.seed + 104729 * k,
+        rows=cfg.reconstruct_rows,
     )
     save_reconstructed(run.gated, run.out, k)
     return summary.to_dict()
