@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import pruning.reconstruct as R
 from nas import data as D
 from nas.measure.images import write_image
 from nas.measure.profiler import count_complexity
 from nas.models.network import build
 from pruning import GatedModel, shrink
 from pruning.config import PruneConfig
-import pruning.reconstruct as R
 from pruning.reconstruct import NormalEquations, ReconstructError, reconstruct, sample_rows, unfold_input, unfold_rows
 from pruning.schedule import prune
 from pruning.state import STATE_FILE
