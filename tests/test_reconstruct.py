@@ -275,3 +275,19 @@ def test_schedule_with_reconstruction_resumes_to_the_same_model(data, tmp_path):
     assert [r["masks"] for r in runs[0]] == [r["masks"] for r in runs[1]]
     for k in a:  # the same refit up to float64 BLAS rounding (ill-conditioned ESA convs on 1x1 maps here)
         torch.testing.assert_close(c[k], a[k], rtol=1e-6, atol=1e-9)
+
+
+def test_a_refit_that_lowers_the_validation_psnr_is_undone(data, tmp_path, monkeypatch):
+    import pruning.schedule as S
+
+    psnrs = iter([30.0, 29.0, 29.5] * 4)  # before the refit, after it, then the round's own measurement
+    monkeypatch.setattr(S, "mean_psnr", lambda *a, **k: next(psnrs))
+    val = D.validation_pairs(data)
+    torch.manual_seed(0)
+    plain = prune(build(TINY), None, _cfg(reconstruct=False, rounds=1), tmp_path / "plain", train_data=data)
+    torch.manual_seed(0)
+    undone = prune(build(TINY), None, _cfg(rounds=1), tmp_path / "undone", train_data=data, val_data=val)
+    (record,) = json.loads((tmp_path / "undone" / STATE_FILE).read_text())["rounds"]
+    assert record["reconstruct"]["reverted_on_val"] and record["reconstruct"]["val_psnr_after"] == 29.0
+    a, b = plain.model.state_dict(), undone.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
