@@ -6,6 +6,7 @@ and after fine-tuning, as ``report.json`` + ``report.md`` in the output folder.
 - runtime: ``nas.measure.profiler.measure_runtime`` in one run, interleaved (every architecture is timed once per
   repeat, in turn) so drift on a shared machine hits all of them alike; the median per architecture and its
   ratio to the first stage. Stages that share an architecture share its timing;
+- NTIRE efficient-SR score of every stage against the first (``nas.measure.score``, both challenge weightings);
 - PSNR (Y, ``scale``-pixel border, uint8 outputs): the validation pairs (``nas.measure.evaluate.mean_psnr``) and the
   benchmark folders (``nas.measure.evaluate.evaluate_folder``): Set5/Set14 of the reference kit when present;
 - ``stage_report``: the schedule's report, with the other pruning mode's architecture at the same target timed
@@ -33,6 +34,7 @@ from nas.io import atomic_write
 from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.measure.evaluate import evaluate_folder, mean_psnr
 from nas.measure.profiler import count_complexity, measure_runtime
+from nas.measure.score import esr_scores
 from nas.paths import reference_dir
 from pruning.config import PruneConfig
 from pruning.gates import GatedModel
@@ -124,6 +126,7 @@ def make_report(
     for name, model in stages.items():
         counts = count_complexity(model, input_size)
         row: dict[str, Any] = {"stage": name, **{k: getattr(counts, k) for k in COUNT_KEYS}}
+        row["flops_fvcore"] = counts.flops_fvcore
         row["runtime_ms"] = runtimes[same.get(name, name)]
         row["psnr_y"] = psnr_scores(model, scale, val_pairs=val_pairs, benchmarks=benchmarks, device=device)
         rows.append(row)
@@ -131,6 +134,7 @@ def make_report(
     for row in rows:
         row["ratio"] = {k: _ratio(row[k], first[k]) for k in (*COUNT_KEYS, "runtime_ms")}
         row["psnr_y_change"] = {k: v - first["psnr_y"][k] for k, v in row["psnr_y"].items() if k in first["psnr_y"]}
+        row["esr_score"] = esr_scores(_score_metrics(row), _score_metrics(first)) if first["runtime_ms"] else None
     extra = {
         name: {"runtime_ms": runtimes[f"extra:{name}"], "ratio": _ratio(runtimes[f"extra:{name}"], first["runtime_ms"])}
         for name in (extra_runtime or {})
@@ -149,6 +153,11 @@ def make_report(
             "benchmarks": {k: [str(v[0]), str(v[1]) if v[1] else None] for k, v in (benchmarks or {}).items()},
         },
     }
+
+
+def _score_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """A report row as ``nas.measure.score`` metrics (fvcore FLOPs, the NTIRE 2024+ counter)."""
+    return {"runtime": row["runtime_ms"], "flops": row["flops_fvcore"], "params": row["params"]}
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -200,6 +209,16 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             value, change = row["psnr_y"].get(k), row["psnr_y_change"].get(k)
             cells.append(f"{_num(value, 3)}" + (f" ({change:+.3f})" if change else ""))
         lines.append("| " + " | ".join(cells) + " |")
+    scored = [row for row in report["stages"][1:] if row.get("esr_score")]
+    if scored:
+        first = report["stages"][0]["stage"]
+        lines += [
+            "",
+            f"NTIRE ESR score against {first} (runtime, fvcore FLOPs, params; {first} = e^2 = 7.389, lower is better):",
+            "",
+        ]
+        for row in scored:
+            lines.append(f"- {row['stage']}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["esr_score"].items()))
     if report.get("runtime_extra"):
         lines.append("")
         for name, extra in report["runtime_extra"].items():

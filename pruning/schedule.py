@@ -10,7 +10,7 @@ of the original's activations, params, FLOPs or measured runtime; ``pruning.conf
 2. **prune** the globally lowest-ranked entries (``pruning.select``) to the round's goal (goals go linearly from
    the original to the target over the rounds; ``pruning.calibrate`` for measured runtime targets);
 3. optionally **refit** the convs that read pruned channels by least squares (``cfg.reconstruct``,
-   ``pruning.reconstruct``);
+   ``pruning.reconstruct``), undone when it lowers the validation PSNR;
 4. **fine-tune** ``round_steps`` steps with the shared train loop (``nas.train``, resumable in
    ``DIR/round_<k>/``), gates frozen, distilling from the unpruned model: target =
    ``(1 - gt_weight) * teacher(lr) + gt_weight * hr``.
@@ -260,8 +260,13 @@ def _prune_round(run: _Run, k: int) -> dict[str, Any]:
 
 
 def _refit(run: _Run, k: int) -> dict[str, Any]:
-    """Least-squares refit of round ``k`` (``pruning.reconstruct``); its weights are saved for resuming."""
+    """Least-squares refit of round ``k`` (``pruning.reconstruct``); its weights are saved for resuming.
+
+    With validation pairs the refit is undone when it lowers their PSNR: the calibration patches come from the
+    training data, and a refit that fits them can still generalise worse (measured on RFDN's ESA convs)."""
     cfg = run.cfg
+    before = mean_psnr(run.gated, run.val, run.data.scale, run.device) if run.val else None
+    saved = {k: v.clone() for k, v in run.gated.model.state_dict().items()} if run.val else None
     summary = reconstruct_gated(
         run.gated,
         run.teacher,
@@ -270,9 +275,17 @@ def _refit(run: _Run, k: int) -> dict[str, Any]:
         patch_size=cfg.patch_size,
         ridge=cfg.reconstruct_ridge,
         seed=cfg.seed + 104729 * k,
+        rows=cfg.reconstruct_rows,
     )
+    record = summary.to_dict()
+    if before is not None:
+        after = mean_psnr(run.gated, run.val, run.data.scale, run.device)
+        record.update(val_psnr_before=before, val_psnr_after=after, reverted_on_val=after < before)
+        if after < before:
+            run.gated.model.load_state_dict(saved)
+            run.say(f"round {k}: the refit lowered the validation PSNR ({before:.3f} -> {after:.3f} dB): undone")
     save_reconstructed(run.gated, run.out, k)
-    return summary.to_dict()
+    return record
 
 
 def _reuse_round(run: _Run, record: dict[str, Any]) -> None:

@@ -347,8 +347,15 @@ def test_report_table(data):
     first, second = report["stages"]
     assert first["ratio"]["activations"] == 1.0 and second["ratio"]["activations"] < 0.6
     assert second["runtime_ms"] > 0 and set(second["psnr_y"]) == {"val"}
+    assert first["esr_score"] == pytest.approx({"ntire2026": math.exp(2), "ntire2024-25": math.exp(2)})
+    ratio = {"runtime": second["ratio"]["runtime_ms"], "params": second["ratio"]["params"]}
+    ratio["flops"] = second["flops_fvcore"] / first["flops_fvcore"]
+    expected = 0.8 * math.exp(2 * ratio["runtime"]) + 0.1 * math.exp(2 * ratio["flops"])
+    expected += 0.1 * math.exp(2 * ratio["params"])
+    assert second["esr_score"]["ntire2026"] == pytest.approx(expected)
     md = to_markdown(report)
     assert "| after |" in md and "mode: coupled" in md and "target: activations 0.5" in md
+    assert f"- after: ntire2026 {expected:.3f}" in md and "NTIRE ESR score against before" in md
 
 
 def test_cli_prune_writes_a_model_folder(data, tmp_path, capsys):

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import pruning.reconstruct as R
 from nas import data as D
 from nas.measure.images import write_image
 from nas.measure.profiler import count_complexity
 from nas.models.network import build
 from pruning import GatedModel, shrink
 from pruning.config import PruneConfig
-from pruning.reconstruct import NormalEquations, ReconstructError, reconstruct, unfold_input
+from pruning.reconstruct import NormalEquations, ReconstructError, reconstruct, sample_rows, unfold_input, unfold_rows
 from pruning.schedule import prune
 from pruning.state import STATE_FILE
 
@@ -64,8 +65,12 @@ def output_error(model: nn.Module, teacher: nn.Module, x: torch.Tensor) -> float
         return float(F.mse_loss(model(x), teacher(x)))
 
 
-@pytest.mark.parametrize("bias, padding_mode", [(True, "zeros"), (False, "zeros"), (True, "reflect")])
-def test_refit_reaches_the_least_squares_optimum(bias, padding_mode):
+@pytest.mark.parametrize(
+    "bias, padding_mode, rows",
+    [(True, "zeros", None), (False, "zeros", None), (True, "reflect", None), (True, "zeros", 1200)],
+)
+def test_refit_reaches_the_least_squares_optimum(bias, padding_mode, rows, monkeypatch):
+    monkeypatch.setattr(R, "UNFOLD_ELEMENTS", 500)  # unfold a few images at a time
     gated, teacher = pruned_pair(bias, padding_mode)
     x = patches()
     kept = [0, 2, 3, 5]
@@ -79,10 +84,13 @@ def test_refit_reaches_the_least_squares_optimum(bias, padding_mode):
         if bias:
             cols = torch.cat([cols, torch.ones(len(cols), 1)], 1)
         y = teacher(x).flatten(2).transpose(1, 2).reshape(-1, 3)
+        if rows is not None:  # the rows the refit samples (its first conv's generator: seed + 0)
+            picked = sample_rows(len(y), rows, torch.Generator().manual_seed(5))
+            cols, y = cols[picked], y[picked]
         best = torch.linalg.lstsq(cols.double(), y.double()).solution
-    summary = reconstruct(gated, teacher, x, ridge=0.0, batch_size=7)
+    summary = reconstruct(gated, teacher, x, ridge=0.0, rows=rows or 10**9, seed=5)
     (fit,) = summary.fits
-    assert fit.name == "b" and fit.kept and fit.inputs == 4 and fit.mse_after < fit.mse_before
+    assert fit.name == "b" and fit.kept and fit.inputs == 4 and fit.mse_after < fit.mse_before and not summary.reverted
     b = gated.model.b
     weight = b.weight.detach()[:, kept].reshape(3, -1).T.double()
     if bias:
@@ -100,6 +108,17 @@ def test_unfold_matches_the_conv():
     torch.testing.assert_close(mine, y, rtol=1e-5, atol=1e-5)
 
 
+def test_unfold_rows_in_chunks_equals_the_full_unfold(monkeypatch):
+    conv = nn.Conv2d(4, 5, 3, padding=1, stride=2)
+    x = torch.rand(7, 4, 9, 9)
+    full = unfold_input(conv, x)
+    rows = sample_rows(len(full), 40, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(R, "UNFOLD_ELEMENTS", 3 * 25 * 36)  # three images per chunk
+    torch.testing.assert_close(unfold_rows(conv, x, rows), full[rows])
+    torch.testing.assert_close(unfold_rows(conv, x, None), full)
+    assert sample_rows(10, 10, torch.Generator()) is None
+
+
 def test_reconstruction_never_increases_the_output_error():
     for drop in [(1, 4), (0, 1, 2, 3), (5,)]:
         gated, teacher = pruned_pair(drop=drop)
@@ -108,6 +127,28 @@ def test_reconstruction_never_increases_the_output_error():
         summary = reconstruct(gated, teacher, x, ridge=1e-3)
         assert output_error(gated, teacher, x) <= plain
         assert all(f.mse_after <= f.mse_before or not f.kept for f in summary.fits)
+
+
+def test_refits_that_worsen_the_network_output_are_undone(monkeypatch):
+    """Every conv refit claims an improvement but writes noise: the output check restores the weights."""
+    torch.manual_seed(0)
+    model = build(TINY).eval()
+    teacher = copy.deepcopy(model)
+    gated = GatedModel(model, "coupled")
+    for name, gate in gated.gates.items():
+        keep = torch.ones(gate.size, dtype=torch.bool)
+        keep[1::3] = False
+        gated.set_mask(name, keep)
+    x = patches(8, 16, seed=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = output_error(gated, teacher, x)
+    monkeypatch.setattr(NormalEquations, "solve", lambda self, ridge, penalised: torch.randn_like(self.cross) * 10)
+    monkeypatch.setattr(NormalEquations, "error", lambda self, w: 1.0 if w.abs().max() < 5 else 0.0)
+    summary = reconstruct(gated, teacher, x)
+    assert summary.fits and all(f.kept for f in summary.fits) and summary.reverted
+    assert summary.to_dict()["refit"] == 0 and summary.output_mse_after == summary.output_mse_before
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert output_error(gated, teacher, x) == pytest.approx(plain)
 
 
 def test_a_refit_that_does_not_help_is_not_written():
@@ -234,3 +275,19 @@ def test_schedule_with_reconstruction_resumes_to_the_same_model(data, tmp_path):
     assert [r["masks"] for r in runs[0]] == [r["masks"] for r in runs[1]]
     for k in a:  # the same refit up to float64 BLAS rounding (ill-conditioned ESA convs on 1x1 maps here)
         torch.testing.assert_close(c[k], a[k], rtol=1e-6, atol=1e-9)
+
+
+def test_a_refit_that_lowers_the_validation_psnr_is_undone(data, tmp_path, monkeypatch):
+    import pruning.schedule as S
+
+    psnrs = iter([30.0, 29.0, 29.5] * 4)  # before the refit, after it, then the round's own measurement
+    monkeypatch.setattr(S, "mean_psnr", lambda *a, **k: next(psnrs))
+    val = D.validation_pairs(data)
+    torch.manual_seed(0)
+    plain = prune(build(TINY), None, _cfg(reconstruct=False, rounds=1), tmp_path / "plain", train_data=data)
+    torch.manual_seed(0)
+    undone = prune(build(TINY), None, _cfg(rounds=1), tmp_path / "undone", train_data=data, val_data=val)
+    (record,) = json.loads((tmp_path / "undone" / STATE_FILE).read_text())["rounds"]
+    assert record["reconstruct"]["reverted_on_val"] and record["reconstruct"]["val_psnr_after"] == 29.0
+    a, b = plain.model.state_dict(), undone.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

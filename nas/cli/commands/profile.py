@@ -44,6 +44,11 @@ def register(sub) -> None:
     p.add_argument("--runtime", action="store_true", help="also time forward passes (and CUDA peak memory)")
     p.add_argument("--repeats", type=positive_int, default=10, help="timed forward passes (default 10)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed passes before timing (default 3)")
+    p.add_argument(
+        "--baseline",
+        metavar="BASELINE_MODEL",
+        help="also print the NTIRE efficient-SR score against this model (runtime timed beside it, interleaved)",
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)
 
@@ -60,12 +65,18 @@ def run(args: argparse.Namespace) -> int:
         "warmup": args.warmup,
         "memory": args.runtime,
     }
+    if args.baseline is not None and args.zoo:
+        raise SrnasError("--baseline scores one MODEL; it cannot be combined with --zoo")
     if not args.zoo:
-        prof = profile_model(_load_model(args.model), **options)
+        model = _load_model(args.model)
+        prof = profile_model(model, **options)
+        score = _score(args, model, prof, options) if args.baseline is not None else None
         if args.json:
-            print_json({"model": args.model, **prof.to_dict()})
+            print_json({"model": args.model, **prof.to_dict(), **(score or {})})
         else:
             _print_one(args.model, prof)
+            if score is not None:
+                _print_score(args.model, score)
         return 0
 
     zoo = importlib.import_module("nas.zoo")
@@ -78,6 +89,55 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(rows, timed=args.runtime)
     return 0
+
+
+def _score(args: argparse.Namespace, model: nn.Module, prof: Profile, options: dict[str, Any]) -> dict[str, Any]:
+    """The NTIRE ESR score of ``model`` against ``--baseline``: counts of both, runtimes timed interleaved."""
+    from nas.measure.score import WEIGHTS, esr_scores, interleaved_runtimes
+
+    baseline = _load_model(args.baseline)
+    base = profile_model(baseline, options["input_size"], device=options["device"])
+    device = options["device"]
+    times = interleaved_runtimes(
+        {"model": model.to(device), "baseline": baseline.to(device)},
+        options["input_size"],
+        device=str(device),
+        repeats=args.repeats,
+        warmup=args.warmup,
+    )
+    mine = {"runtime": times["model"], "flops": prof.flops_fvcore, "params": prof.params}
+    theirs = {"runtime": times["baseline"], "flops": base.flops_fvcore, "params": base.params}
+    return {
+        "baseline": {
+            "model": args.baseline,
+            "runtime_ms": times["baseline"],
+            "flops_fvcore": base.flops_fvcore,
+            "params": base.params,
+        },
+        "score": {
+            "runtime_ms": times["model"],
+            "ratio": {k: mine[k] / theirs[k] for k in mine},
+            "weights": WEIGHTS,
+            "scores": esr_scores(mine, theirs),
+            "repeats": args.repeats,
+            "device": str(device),
+        },
+    }
+
+
+def _print_score(name: str, score: dict[str, Any]) -> None:
+    base, s = score["baseline"], score["score"]
+    r = s["ratio"]
+    print(
+        f"{'baseline':<14}{base['model']}: runtime {base['runtime_ms']:.2f} ms vs {s['runtime_ms']:.2f} ms "
+        f"(median of {s['repeats']} interleaved runs on {s['device']}, ratio {r['runtime']:.3f}), FLOPs fvcore "
+        f"ratio {r['flops']:.3f}, params ratio {r['params']:.3f}"
+    )
+    scores = ", ".join(
+        f"{challenge} {value:.4f} ({'/'.join(f'{w:g}' for w in s['weights'][challenge].values())})"
+        for challenge, value in s["scores"].items()
+    )
+    print(f"{'ESR score':<14}{scores}; the baseline scores e^2 = 7.3891, lower is better")
 
 
 def _load_model(ref: str) -> nn.Module:
