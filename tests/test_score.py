@@ -53,5 +53,5 @@ def test_cli_prints_the_score(capsys):
     runtime = info["score"]["ratio"]["runtime"]  # same model: only timing noise separates the two
     expected = 0.8 * math.exp(2 * runtime) + 0.2 * math.exp(2)
     assert info["score"]["scores"]["ntire2026"] == pytest.approx(expected)
-    assert main(["profile", "--zoo", "--baseline", "rfdn"]) == 1
+    assert main(["profile", "--zoo", "--baseline", "rfdn"]) == 2  # a usage error
     assert "--baseline" in capsys.readouterr().err

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         "memory": args.runtime,
     }
     if args.baseline is not None and args.zoo:
-        raise SrnasError("--baseline scores one MODEL; it cannot be combined with --zoo")
+        raise UsageError("--baseline scores one MODEL; it cannot be combined with --zoo")
     if not args.zoo:
         model = _load_model(args.model)
         prof = profile_model(model, **options)
