@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,9 @@ from nas.errors import SrnasError
 from nas.io import atomic_write
 from nas.measure.counting import DEFAULT_INPUT_SIZE
 from nas.measure.evaluate import evaluate_folder, mean_psnr
-from nas.measure.profiler import count_complexity, measure_runtime
+from nas.measure.profiler import count_complexity
 from nas.measure.score import esr_scores
+from nas.measure.score import interleaved_runtimes as measure_runtimes  # the one interleaved timer
 from nas.paths import reference_dir
 from pruning.config import PruneConfig
 from pruning.gates import GatedModel
@@ -60,24 +60,6 @@ def benchmark_folders(names: Sequence[str], scale: int) -> dict[str, tuple[Path,
             lr = hr / f"LR_bicubic_X{scale}"
             found[name] = (hr, lr if lr.is_dir() else None)
     return found
-
-
-def measure_runtimes(
-    models: Mapping[str, nn.Module],
-    input_size: Sequence[int],
-    *,
-    device: str = "cpu",
-    repeats: int = 10,
-    warmup: int = 3,
-) -> dict[str, float]:
-    """Median forward time (ms) of each model, timed in turn within every repeat."""
-    for model in models.values():
-        measure_runtime(model, input_size, device=device, repeats=1, warmup=max(0, warmup - 1))
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            times[name].extend(measure_runtime(model, input_size, device=device, repeats=1, warmup=0).times_ms)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def psnr_scores(
