@@ -48,7 +48,9 @@ if [ "$DRY" = 1 ]; then
     PROFILE=(--size 24 --repeats 1 --warmup 0)
     TRAIN=(--steps 3 --batch-size 2 --patch-size 24 --val-max-size 96)
     SEARCH=(--trials 3 --steps 3)
-    PRUNE=(--target-runtime 0.9 --rounds 1 --round-steps 2 --steps 2 --score-batches 1 --batch-size 2 --patch-size 24
+    # an activations target: a tiny CPU model's measured runtime is too noisy to prune to reliably (the dry run
+    # checks the sequence; the GPU run prunes for measured runtime)
+    PRUNE=(--target-activations 0.8 --rounds 1 --round-steps 2 --steps 2 --score-batches 1 --batch-size 2 --patch-size 24
            --val-max-size 96 --size 32 --repeats 2)
     TRIALS=3
 else
@@ -153,10 +155,11 @@ def prune_numbers(data):
         return False, "no report"
     last = stages[-1]
     psnr = ", ".join(f"{k} {v:+.2f} dB" for k, v in last.get("psnr_y_change", {}).items())
-    target, ratio = data["target"].get("runtime"), last["ratio"]["runtime_ms"]
-    met = "met" if target is not None and ratio is not None and ratio <= target else "not met"
+    metric, target = next(iter(data["target"].items()))  # e.g. ("runtime", 0.8)
+    ratio = last["ratio"]["runtime_ms" if metric == "runtime" else metric]
+    met = "met" if ratio is not None and ratio <= target else "not met"
     text = (
-        f"target runtime {target} ({met}): {fmt(stages[0]['runtime_ms'])} -> "
+        f"target {metric} {target} ({met}): {fmt(stages[0]['runtime_ms'])} -> "
         f"{fmt(last['runtime_ms'])} ms ({fmt(ratio, 3)}x), params "
         f"{stages[0]['params']:,} -> {last['params']:,}; PSNR change {psnr or '-'}"
     )
