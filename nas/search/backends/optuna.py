@@ -10,6 +10,7 @@ import socket
 import optuna
 from optuna.trial import TrialState
 
+from nas.progress import progress
 from nas.results.writer import RunWriter
 from nas.search.evaluator import EvalSetup
 from nas.search.options import SearchOptions
@@ -31,8 +32,6 @@ def run_trials(
     """Run trials here until ``opts.trials`` are COMPLETE; failures are recorded (``error``) and do not count,
     at most ``opts.trials`` of them; a proposal repeating an architecture of the study ends PRUNED, unmeasured
     (at most ``MAX_DUPLICATES`` in a row: the space is then about exhausted). Returns no extra timings."""
-    from tqdm import tqdm
-
     done = complete_count(study)
     if done >= opts.trials:
         return {}
@@ -56,7 +55,7 @@ def run_trials(
         record(trial.set_user_attr, metrics, opts)
         return tuple(float(metrics[o]) for o in opts.objectives)
 
-    bar = tqdm(total=opts.trials, initial=done, desc="search", unit="trial")
+    bar = progress(opts.trials, desc="search", unit="trial", initial=done)
     ended = {"failed": 0, "duplicates": 0}  # this session's failures; duplicates in a row
 
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -41,6 +41,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from nas.errors import SrnasError
+from nas.progress import progress as progress_reporter
 from nas.results.writer import RunWriter
 from nas.search.evaluator import EvalSetup, Evaluator
 from nas.search.options import SearchOptions
@@ -181,10 +182,8 @@ class Progress(tune.Callback):
         opts: SearchOptions,
         done: int,
     ) -> None:
-        from tqdm import tqdm
-
         self.study, self.storage, self.writer, self.opts = study, storage, writer, opts
-        self.bar = tqdm(total=opts.trials, initial=done, desc="search (ray)", unit="trial")
+        self.bar = progress_reporter(opts.trials, desc="search (ray)", unit="trial", initial=done)
         self.finished = self.failed = 0
         self.evaluate_s = self.setup_s = 0.0
 
