@@ -99,3 +99,42 @@ def results_env(tmp_path, monkeypatch) -> Path:
 def small_space_data(tiny_space_data) -> dict:
     """The tiny space cut to 8 architectures (one layer), so a search of 8 trials must meet repeats."""
     return {**tiny_space_data, "name": "small", "depths": [1], "references": {}}
+
+
+# --------------------------------------------------------------------------- pruning fixtures
+
+
+@pytest.fixture(scope="module")
+def smooth_hr(tmp_path_factory) -> Path:
+    """A folder of three smooth 48x48 HR images (sines of different frequencies per channel)."""
+    import numpy as np
+
+    from nas.measure.images import write_image
+
+    folder = tmp_path_factory.mktemp("hr")
+    yy, xx = np.mgrid[0:48, 0:48] / 48.0
+    for i in range(3):
+        img = np.stack([np.sin(2 * np.pi * (xx * (i + 1) + c / 3 + yy * (c + 1))) for c in range(3)], axis=2)
+        write_image(folder / f"{i}.png", np.round((img + 1) * 127.5).astype(np.uint8))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def smooth_pairs(smooth_hr):
+    """``smooth_hr`` as x2 training pairs (LR 24x24 by MATLAB bicubic)."""
+    from nas import data as D
+
+    return D.open_pairs(smooth_hr, 2)
+
+
+@pytest.fixture
+def tiny_prune_config():
+    """A factory of ``PruneConfig`` sized for tiny models on 24x24 LR images; keywords override."""
+    from pruning.config import PruneConfig
+
+    def make(**kw) -> PruneConfig:
+        base = dict(target=0.7, rounds=2, round_steps=2, final_steps=2, score_batches=1, batch_size=2)
+        base |= dict(patch_size=16, input_size=(3, 24, 24), device="cpu", progress=False, report=False)
+        return PruneConfig(**{**base, "benchmarks": (), **kw})
+
+    return make

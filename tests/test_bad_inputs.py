@@ -480,6 +480,7 @@ def _srnas(*argv, cwd: Path, env: dict | None = None) -> subprocess.CompletedPro
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # real subprocesses
 def test_real_process_exit_codes_and_stderr(kit):
     payload = _bad_checkpoint("pickle", kit)
     before = snapshot(kit)

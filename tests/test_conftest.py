@@ -22,7 +22,7 @@ def kit_test(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
 
 
 def test_missing_kit_skips_with_the_reason(kit_test):
-    result = kit_test.runpytest_subprocess("-rs")
+    result = kit_test.runpytest("-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*reference kit ../shared/reference not present (set SRNAS_REFERENCE_DIR)*"])
 
@@ -30,7 +30,7 @@ def test_missing_kit_skips_with_the_reason(kit_test):
 @pytest.mark.parametrize("value", ["1", "yes"])
 def test_missing_kit_fails_when_ci_requires_it(kit_test, monkeypatch, value):
     monkeypatch.setenv("SRNAS_REQUIRE_REFERENCE", value)
-    result = kit_test.runpytest_subprocess()
+    result = kit_test.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*SRNAS_REQUIRE_REFERENCE is set: CI must run the kit tests*"])
 
@@ -42,7 +42,7 @@ def test_a_present_kit_is_used(kit_test, monkeypatch, require):
     (kit / "marker").write_text("x")
     monkeypatch.setenv("SRNAS_REFERENCE_DIR", str(kit))
     monkeypatch.setenv("SRNAS_REQUIRE_REFERENCE", require)
-    kit_test.runpytest_subprocess().assert_outcomes(passed=1)
+    kit_test.runpytest().assert_outcomes(passed=1)
 
 
 def test_ci_script_requires_the_kit():

@@ -49,6 +49,7 @@ def test_dry_run_passes_every_step(tmp_path):
     assert not (REPO_ROOT / "results" / "gpu_check").exists()
 
 
+@pytest.mark.slow  # real subprocesses
 def test_time_limits_fail_the_steps(tmp_path):
     """SRNAS_GPU_DRY_RUN=1 with 1-second limits: every step times out, gpu.md says so, the exit status is 1."""
     out = tmp_path / "results"
@@ -59,6 +60,7 @@ def test_time_limits_fail_the_steps(tmp_path):
     assert all(cells[1] == "FAIL" and "timed out after 1 s" in cells[4] for cells in rows.values())
 
 
+@pytest.mark.slow  # real subprocesses
 def test_without_cuda_exits_1_with_one_line(tmp_path):
     out = tmp_path / "results"
     proc = _run("--results-dir", str(out), env={"CUDA_VISIBLE_DEVICES": ""})

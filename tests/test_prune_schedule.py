@@ -8,13 +8,11 @@ import math
 import re
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 import torch
 
 from nas import data as D
 from nas.errors import SrnasError
-from nas.measure.images import write_image
 from nas.measure.profiler import count_complexity, profile_model
 from nas.models.network import build
 from nas.zoo.resolve import load_model, save_model
@@ -38,38 +36,9 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> D.PairedImages:
-    """Three smooth 48x48 HR images (LR 24x24 by MATLAB bicubic)."""
-    folder = tmp_path_factory.mktemp("hr")
-    yy, xx = np.mgrid[0:48, 0:48] / 48.0
-    for i in range(3):
-        img = np.stack([np.sin(2 * np.pi * (xx * (i + 1) + c / 3 + yy * (c + 1))) for c in range(3)], axis=2)
-        write_image(folder / f"{i}.png", np.round((img + 1) * 127.5).astype(np.uint8))
-    return D.open_pairs(folder, SCALE)
-
-
 def tiny_model(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build(TINY)
-
-
-def _cfg(**kw) -> PruneConfig:
-    base = dict(
-        target=0.7,
-        rounds=2,
-        round_steps=2,
-        final_steps=2,
-        score_batches=1,
-        batch_size=2,
-        patch_size=16,
-        input_size=SIZE,
-        device="cpu",
-        progress=False,
-        report=False,
-        benchmarks=(),
-    )
-    return PruneConfig(**{**base, **kw})
 
 
 def _fraction(model: torch.nn.Module, metric: str) -> float:
@@ -92,14 +61,14 @@ def _state(folder) -> dict:
         ("fine", "params", 0.8, "taylor"),
     ],
 )
-def test_schedule_reaches_the_target(data, tmp_path, mode, metric, target, importance):
+def test_schedule_reaches_the_target(smooth_pairs, tmp_path, mode, metric, target, importance, tiny_prune_config):
     result = prune(
         tiny_model(),
         TINY,
-        _cfg(mode=mode, metric=metric, target=target, importance=importance),
+        tiny_prune_config(mode=mode, metric=metric, target=target, importance=importance),
         tmp_path,
-        train_data=data,
-        val_data=D.validation_pairs(data),
+        train_data=smooth_pairs,
+        val_data=D.validation_pairs(smooth_pairs),
     )
     assert _fraction(result.model, metric) <= target
     rounds = _state(tmp_path)["rounds"]
@@ -115,13 +84,13 @@ def test_schedule_reaches_the_target(data, tmp_path, mode, metric, target, impor
         torch.testing.assert_close(loaded.model.eval()(x), result.model.eval()(x))
 
 
-def test_unreachable_and_bad_targets(data, tmp_path):
+def test_unreachable_and_bad_targets(smooth_pairs, tmp_path, tiny_prune_config):
     with pytest.raises(SrnasError, match=r"reachable minimum\); choose a target >= 0\.\d+ or coupled mode"):
-        prune(tiny_model(), None, _cfg(mode="fine", target=0.3), tmp_path / "a", train_data=data)
+        prune(tiny_model(), None, tiny_prune_config(mode="fine", target=0.3), tmp_path / "a", train_data=smooth_pairs)
     assert not (tmp_path / "a" / STATE_FILE).exists()
     for bad in (0, -0.5, 1.0, 1.5, float("nan"), True):
         with pytest.raises(SrnasError, match=r"fraction of the original model in \(0, 1\)"):
-            _cfg(target=bad)
+            tiny_prune_config(target=bad)
     with pytest.raises(PruneTargetError, match="exactly one pruning target"):
         parse_prune_target(activations=0.5, flops=0.5)
     with pytest.raises(PruneTargetError, match="got none"):
@@ -132,14 +101,14 @@ def test_unreachable_and_bad_targets(data, tmp_path):
     with pytest.raises(PruneTargetError, match=r"target flops must be a fraction"):
         parse_prune_target(flops=1.2)
     with pytest.raises(SrnasError, match="unknown pruning target"):
-        _cfg(metric="latency")
+        tiny_prune_config(metric="latency")
 
 
 @pytest.mark.parametrize("mode, metric, target", [("coupled", "flops", 0.5), ("fine", "flops", 0.8)])
-def test_width_rounding_gives_multiples(data, tmp_path, mode, metric, target):
+def test_width_rounding_gives_multiples(smooth_pairs, tmp_path, mode, metric, target, tiny_prune_config):
     n = 4
-    cfg = _cfg(mode=mode, metric=metric, target=target, round_to=n)
-    result = prune(tiny_model(), None, cfg, tmp_path, train_data=data)
+    cfg = tiny_prune_config(mode=mode, metric=metric, target=target, round_to=n)
+    result = prune(tiny_model(), None, cfg, tmp_path, train_data=smooth_pairs)
     assert _fraction(result.model, metric) <= target
     original = dict(tiny_model().named_modules())
     changed = 0
@@ -157,9 +126,9 @@ class _Crash(Exception):
     pass
 
 
-def test_interrupted_runs_resume_to_the_same_result(data, tmp_path, monkeypatch):
-    cfg = _cfg(rounds=3, target=0.55)
-    ref = prune(tiny_model(), None, cfg, tmp_path / "ref", train_data=data)
+def test_interrupted_runs_resume_to_the_same_result(smooth_pairs, tmp_path, monkeypatch, tiny_prune_config):
+    cfg = tiny_prune_config(rounds=3, target=0.55)
+    ref = prune(tiny_model(), None, cfg, tmp_path / "ref", train_data=smooth_pairs)
     out = tmp_path / "run"
 
     def crash_after_round_1(k, record):
@@ -167,7 +136,7 @@ def test_interrupted_runs_resume_to_the_same_result(data, tmp_path, monkeypatch)
             raise _Crash
 
     with pytest.raises(_Crash):
-        prune(tiny_model(), None, cfg, out, train_data=data, on_round=crash_after_round_1)
+        prune(tiny_model(), None, cfg, out, train_data=smooth_pairs, on_round=crash_after_round_1)
     assert [r["done"] for r in _state(out)["rounds"]] == [True]
     # a crash inside round 2's fine-tune, after its masks were chosen and saved
     real = S._fine_tune
@@ -179,22 +148,22 @@ def test_interrupted_runs_resume_to_the_same_result(data, tmp_path, monkeypatch)
 
     monkeypatch.setattr(S, "_fine_tune", crash_in_round_2)
     with pytest.raises(_Crash):
-        prune(tiny_model(), None, cfg, out, train_data=data)
+        prune(tiny_model(), None, cfg, out, train_data=smooth_pairs)
     assert [r["done"] for r in _state(out)["rounds"]] == [True, False]
     monkeypatch.setattr(S, "_fine_tune", real)
-    stopped = prune(tiny_model(), None, cfg, out, train_data=data, on_round=lambda k, r: k == 2)
+    stopped = prune(tiny_model(), None, cfg, out, train_data=smooth_pairs, on_round=lambda k, r: k == 2)
     assert stopped.stopped and stopped.resumed and len(stopped.rounds) == 2
-    result = prune(tiny_model(), None, cfg, out, train_data=data)
+    result = prune(tiny_model(), None, cfg, out, train_data=smooth_pairs)
     assert [r["masks"] for r in _state(out)["rounds"]] == [r["masks"] for r in _state(tmp_path / "ref")["rounds"]]
     a, b = result.model.state_dict(), ref.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a finished run is not redone; other settings or another model are refused
-    again = prune(tiny_model(), None, cfg, out, train_data=data)
+    again = prune(tiny_model(), None, cfg, out, train_data=smooth_pairs)
     assert again.resumed and all(torch.equal(v, a[k]) for k, v in again.model.state_dict().items())
     with pytest.raises(SrnasError, match="other pruning settings.*round_steps"):
-        prune(tiny_model(), None, _cfg(rounds=3, target=0.55, round_steps=3), out, train_data=data)
+        prune(tiny_model(), None, tiny_prune_config(rounds=3, target=0.55, round_steps=3), out, train_data=smooth_pairs)
     with pytest.raises(SrnasError, match="another model or other weights"):
-        prune(tiny_model(seed=1), None, cfg, out, train_data=data)
+        prune(tiny_model(seed=1), None, cfg, out, train_data=smooth_pairs)
 
 
 def test_proxy_calibration_line():
@@ -230,17 +199,19 @@ class _FakeTimer:
         return self.curve(_latency(model)) / self.curve(_latency(tiny_model()))
 
 
-def _runtime_cfg(**kw) -> PruneConfig:
-    return _cfg(**{"metric": "runtime", "round_steps": 0, "final_steps": 0, **kw})
+def _runtime_cfg(make, **kw) -> PruneConfig:
+    return make(**{"metric": "runtime", "round_steps": 0, "final_steps": 0, **kw})
 
 
-def test_runtime_target_is_met_on_the_calibrated_proxy(data, tmp_path, monkeypatch):
+def test_runtime_target_is_met_on_the_calibrated_proxy(smooth_pairs, tmp_path, monkeypatch, tiny_prune_config):
     base = _latency(tiny_model())
     # a fixed overhead: runtime fraction = (0.3 + proxy fraction) / 1.3, so a goal proportional to the proxy
     # misses (0.85 of the proxy measures 0.885); the calibration line through the minimum is exact
     timer = _FakeTimer(lambda p: 0.3 * base + p)
     monkeypatch.setattr(C, "measure_runtimes", timer)
-    result = prune(tiny_model(), None, _runtime_cfg(target=0.7, rounds=2), tmp_path, train_data=data)
+    result = prune(
+        tiny_model(), None, _runtime_cfg(tiny_prune_config, target=0.7, rounds=2), tmp_path, train_data=smooth_pairs
+    )
     state = _state(tmp_path)
     rounds = state["rounds"]
     assert [r["round"] for r in rounds] == [1, 2] and [r["goal_fraction"] for r in rounds] == pytest.approx([0.85, 0.7])
@@ -266,13 +237,13 @@ def test_runtime_target_is_met_on_the_calibrated_proxy(data, tmp_path, monkeypat
         assert proxy == pytest.approx(r["counts"]["latency"], rel=1e-12) and fraction == r["fraction"]
 
 
-def test_runtime_rounds_go_past_the_plan_until_met(data, tmp_path, monkeypatch):
+def test_runtime_rounds_go_past_the_plan_until_met(smooth_pairs, tmp_path, monkeypatch, tiny_prune_config):
     # runtime falls slower than the proxy (sqrt): the calibration line is optimistic, so the planned rounds
     # measure above their goals and extra rounds, each aiming 2% lower, go on until the measurement meets it
     timer = _FakeTimer(math.sqrt)
     monkeypatch.setattr(C, "measure_runtimes", timer)
-    cfg = _runtime_cfg(target=0.7, rounds=2, importance="l1")
-    result = prune(tiny_model(), None, cfg, tmp_path / "ref", train_data=data)
+    cfg = _runtime_cfg(tiny_prune_config, target=0.7, rounds=2, importance="l1")
+    result = prune(tiny_model(), None, cfg, tmp_path / "ref", train_data=smooth_pairs)
     rounds = _state(tmp_path / "ref")["rounds"]
     assert 2 < len(rounds) <= 4 and all(r["done"] for r in rounds)
     assert all(r["fraction"] > 0.7 for r in rounds[:-1]) and rounds[-1]["fraction"] <= 0.7
@@ -286,9 +257,9 @@ def test_runtime_rounds_go_past_the_plan_until_met(data, tmp_path, monkeypatch):
     # and the finished rounds are not measured again
     calls = len(timer.calls)
     out = tmp_path / "run"
-    stopped = prune(tiny_model(), None, cfg, out, train_data=data, on_round=lambda k, r: k == 3)
+    stopped = prune(tiny_model(), None, cfg, out, train_data=smooth_pairs, on_round=lambda k, r: k == 3)
     assert stopped.stopped and len(_state(out)["rounds"]) == 3
-    again = prune(tiny_model(), None, cfg, out, train_data=data)
+    again = prune(tiny_model(), None, cfg, out, train_data=smooth_pairs)
     assert again.resumed and len(timer.calls) == 2 * calls  # as many measurements as the uninterrupted run
     ref, run = _state(tmp_path / "ref"), _state(out)
     assert run["calibration"] == ref["calibration"] and run["minimum_runtime"] == ref["minimum_runtime"]
@@ -296,11 +267,11 @@ def test_runtime_rounds_go_past_the_plan_until_met(data, tmp_path, monkeypatch):
     assert load_model(out).spec == load_model(tmp_path / "ref").spec
 
 
-def test_unreachable_runtime_target_names_the_measured_minimum(data, tmp_path, monkeypatch):
+def test_unreachable_runtime_target_names_the_measured_minimum(smooth_pairs, tmp_path, monkeypatch, tiny_prune_config):
     timer = _FakeTimer(math.sqrt)
     monkeypatch.setattr(C, "measure_runtimes", timer)
     with pytest.raises(SrnasError, match="unreachable in coupled mode") as err:
-        prune(tiny_model(), None, _runtime_cfg(target=0.3), tmp_path, train_data=data)
+        prune(tiny_model(), None, _runtime_cfg(tiny_prune_config, target=0.3), tmp_path, train_data=smooth_pairs)
     (times,) = timer.calls  # the smallest reachable model, timed once against the unpruned one
     minimum = times["small"] / times["base"]
     assert 0.3 < minimum < 0.7
@@ -310,7 +281,9 @@ def test_unreachable_runtime_target_names_the_measured_minimum(data, tmp_path, m
     assert not (tmp_path / STATE_FILE).exists()
 
 
-def test_runtime_target_never_measured_stops_after_twice_the_rounds(data, tmp_path, monkeypatch):
+def test_runtime_target_never_measured_stops_after_twice_the_rounds(
+    smooth_pairs, tmp_path, monkeypatch, tiny_prune_config
+):
     calls = []
 
     def stuck(models, input_size, **kw):  # the minimum measures 0.4, every candidate 0.95 (e.g. noise)
@@ -318,28 +291,28 @@ def test_runtime_target_never_measured_stops_after_twice_the_rounds(data, tmp_pa
         return {"base": 2.0, "small": 0.8 if len(calls) == 1 else 1.9}
 
     monkeypatch.setattr(C, "measure_runtimes", stuck)
-    cfg = _runtime_cfg(target=0.7, rounds=2, repeats=4, warmup=1)
+    cfg = _runtime_cfg(tiny_prune_config, target=0.7, rounds=2, repeats=4, warmup=1)
     message = r"runtime target 0\.7 not met after 4 rounds: the last candidate measured 1\.90 ms \(0\.950 of"
     with pytest.raises(SrnasError, match=message):
-        prune(tiny_model(), None, cfg, tmp_path, train_data=data)
+        prune(tiny_model(), None, cfg, tmp_path, train_data=smooth_pairs)
     assert len(calls) == 5 and all(kw == {"device": "cpu", "repeats": 4, "warmup": 1} for kw in calls)
     state = _state(tmp_path)
     assert [r["done"] for r in state["rounds"]] == [True] * 4 and len(state["calibration"]) == 6
     with pytest.raises(SrnasError, match=message):  # the same folder again: nothing measured again
-        prune(tiny_model(), None, cfg, tmp_path, train_data=data)
+        prune(tiny_model(), None, cfg, tmp_path, train_data=smooth_pairs)
     assert len(calls) == 5
 
 
 # ----------------------------------------------------------------------------- report and CLI
 
 
-def test_report_table(data):
+def test_report_table(smooth_pairs):
     before, after = tiny_model(), build({**TINY, "width": 4})
     report = make_report(
         {"before": before, "after": after},
         scale=SCALE,
         input_size=SIZE,
-        val_pairs=D.validation_pairs(data),
+        val_pairs=D.validation_pairs(smooth_pairs),
         repeats=2,
         warmup=0,
         info={"model": "tiny", "mode": "coupled", "target": {"activations": 0.5}},
@@ -358,13 +331,24 @@ def test_report_table(data):
     assert f"- after: ntire2026 {expected:.3f}" in md and "NTIRE ESR score against before" in md
 
 
-def test_cli_prune_writes_a_model_folder(data, tmp_path, capsys):
+def test_cli_prune_writes_a_model_folder(smooth_pairs, tmp_path, capsys):
     from nas.cli.main import main
 
     save_model(tmp_path / "tiny", tiny_model(), TINY)
     out = tmp_path / "out"
     args = ["prune", str(tmp_path / "tiny"), "--target-activations", "0.7", "--output", str(out)]
-    args += ["--data", data.source, "--val", data.source, "--size", "24", "--rounds", "1", "--round-steps", "2"]
+    args += [
+        "--data",
+        smooth_pairs.source,
+        "--val",
+        smooth_pairs.source,
+        "--size",
+        "24",
+        "--rounds",
+        "1",
+        "--round-steps",
+        "2",
+    ]
     args += ["--steps", "2", "--score-batches", "1", "--batch-size", "2", "--patch-size", "16", "--device", "cpu"]
     args += ["--bench", "none", "--repeats", "2", "--json"]
     assert main(args) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +12,6 @@ from torch import nn
 
 import pruning.reconstruct as R
 from nas import data as D
-from nas.measure.images import write_image
 from nas.measure.profiler import count_complexity
 from nas.models.network import build
 from pruning import GatedModel, shrink
@@ -226,49 +224,49 @@ def test_reconstructed_model_shrinks_to_the_same_output(mode):
     assert count_complexity(small, (3, 16, 16)).params < count_complexity(teacher, (3, 16, 16)).params
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> D.PairedImages:
-    folder = tmp_path_factory.mktemp("hr")
-    yy, xx = np.mgrid[0:48, 0:48] / 48.0
-    for i in range(3):
-        img = np.stack([np.sin(2 * np.pi * (xx * (i + 1) + c / 3 + yy * (c + 1))) for c in range(3)], axis=2)
-        write_image(folder / f"{i}.png", np.round((img + 1) * 127.5).astype(np.uint8))
-    return D.open_pairs(folder, 2)
+def _cfg(make, **kw) -> PruneConfig:
+    """The shared tiny config with reconstruction on and no fine-tuning (only the refits change the model)."""
+    return make(**{"round_steps": 0, "final_steps": 0, "reconstruct": True, "reconstruct_patches": 8, **kw})
 
 
-def _cfg(**kw) -> PruneConfig:
-    base = dict(
-        target=0.7,
-        rounds=2,
-        round_steps=0,
-        final_steps=0,
-        score_batches=1,
-        batch_size=2,
-        patch_size=16,
-        input_size=(3, 24, 24),
-        device="cpu",
-        progress=False,
-        report=False,
-        benchmarks=(),
-        reconstruct=True,
-        reconstruct_patches=8,
-    )
-    return PruneConfig(**{**base, **kw})
-
-
-def test_schedule_with_reconstruction_resumes_to_the_same_model(data, tmp_path):
+def test_schedule_with_reconstruction_resumes_to_the_same_model(smooth_pairs, tmp_path, tiny_prune_config):
     torch.manual_seed(0)
-    ref = prune(build(TINY), None, _cfg(), tmp_path / "ref", train_data=data)
+    ref = prune(
+        build(TINY),
+        None,
+        _cfg(
+            tiny_prune_config,
+        ),
+        tmp_path / "ref",
+        train_data=smooth_pairs,
+    )
     rounds = json.loads((tmp_path / "ref" / STATE_FILE).read_text())["rounds"]
     assert all(
         r["reconstruct"]["refit"] > 0 and r["reconstruct"]["mse_after"] < r["reconstruct"]["mse_before"] for r in rounds
     )
     a = ref.model.state_dict()
     torch.manual_seed(0)
-    stopped = prune(build(TINY), None, _cfg(), tmp_path / "run", train_data=data, on_round=lambda k, r: k == 1)
+    stopped = prune(
+        build(TINY),
+        None,
+        _cfg(
+            tiny_prune_config,
+        ),
+        tmp_path / "run",
+        train_data=smooth_pairs,
+        on_round=lambda k, r: k == 1,
+    )
     assert stopped.stopped
     torch.manual_seed(0)
-    again = prune(build(TINY), None, _cfg(), tmp_path / "run", train_data=data)
+    again = prune(
+        build(TINY),
+        None,
+        _cfg(
+            tiny_prune_config,
+        ),
+        tmp_path / "run",
+        train_data=smooth_pairs,
+    )
     assert again.resumed
     c = again.model.state_dict()
     runs = [json.loads((tmp_path / n / STATE_FILE).read_text())["rounds"] for n in ("ref", "run")]
@@ -277,16 +275,24 @@ def test_schedule_with_reconstruction_resumes_to_the_same_model(data, tmp_path):
         torch.testing.assert_close(c[k], a[k], rtol=1e-6, atol=1e-9)
 
 
-def test_a_refit_that_lowers_the_validation_psnr_is_undone(data, tmp_path, monkeypatch):
+def test_a_refit_that_lowers_the_validation_psnr_is_undone(smooth_pairs, tmp_path, monkeypatch, tiny_prune_config):
     import pruning.schedule as S
 
     psnrs = iter([30.0, 29.0, 29.5] * 4)  # before the refit, after it, then the round's own measurement
     monkeypatch.setattr(S, "mean_psnr", lambda *a, **k: next(psnrs))
-    val = D.validation_pairs(data)
+    val = D.validation_pairs(smooth_pairs)
     torch.manual_seed(0)
-    plain = prune(build(TINY), None, _cfg(reconstruct=False, rounds=1), tmp_path / "plain", train_data=data)
+    plain = prune(
+        build(TINY),
+        None,
+        _cfg(tiny_prune_config, reconstruct=False, rounds=1),
+        tmp_path / "plain",
+        train_data=smooth_pairs,
+    )
     torch.manual_seed(0)
-    undone = prune(build(TINY), None, _cfg(rounds=1), tmp_path / "undone", train_data=data, val_data=val)
+    undone = prune(
+        build(TINY), None, _cfg(tiny_prune_config, rounds=1), tmp_path / "undone", train_data=smooth_pairs, val_data=val
+    )
     (record,) = json.loads((tmp_path / "undone" / STATE_FILE).read_text())["rounds"]
     assert record["reconstruct"]["reverted_on_val"] and record["reconstruct"]["val_psnr_after"] == 29.0
     a, b = plain.model.state_dict(), undone.model.state_dict()
