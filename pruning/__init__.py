@@ -77,6 +77,7 @@ from pruning.importance import (
     l1_importance,
     normalized,
     per_gate,
+    sensitivity_scores,
     taylor_scores,
     unit_costs,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "parse_prune_target",
     "per_gate",
     "shrink",
+    "sensitivity_scores",
     "taylor_scores",
     "unit_costs",
 ]

@@ -10,7 +10,7 @@ from nas.measure.counting import DEFAULT_INPUT_SIZE
 from pruning.gates import MODES
 
 TARGETS = ("activations", "params", "flops", "runtime")
-IMPORTANCES = ("taylor", "l1")
+IMPORTANCES = ("taylor", "l1", "sensitivity")
 COSTS = ("activations", "flops", "params", "latency")  # what importance is normalised by
 
 
@@ -38,7 +38,7 @@ class PruneConfig:
     target: float
     metric: str = "activations"  # activations | params | flops | runtime
     mode: str = "coupled"  # coupled | fine (pruning.gates)
-    importance: str = "taylor"  # taylor | l1
+    importance: str = "taylor"  # taylor | l1 | sensitivity (pruning.importance)
     cost: str | None = None  # normalisation: params | flops | activations | latency; None: the target's
     round_to: int = 1  # prune widths in multiples of this
     rounds: int = 3

@@ -6,6 +6,8 @@ frozen units have no entries, so they are never scored. Pruned entries score 0.
 
 - ``TaylorImportance``: Gate Decorator's |g * dL/dg|, summed over the batches it has seen (call
   ``accumulate()`` after each ``loss.backward()``); ``taylor_scores`` runs it over patch batches of a data set.
+- ``sensitivity_scores``: squared gate gradients of a random projection of the output (the linearised output
+  change of removing each entry; no ground truth).
 - ``l1_importance``: the L1 norm of the conv weights each entry multiplies (rows for output units, columns
   for input units; coupled: all of them), the cheap data-free alternative.
 - ``CostModel`` / ``cost_of``: params, FLOPs, activations, #conv and a latency proxy of the model
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -72,8 +74,37 @@ def taylor_scores(
     gated: GatedModel, data: PairedImages, batches: int, batch_size: int, patch_size: int, seed: int
 ) -> np.ndarray:
     """Gate Decorator scores over ``batches`` patch batches (ground-truth L1 loss, eval mode, weights untouched)."""
-    device = gated.gate_values.device
     taylor = TaylorImportance(gated)
+    for lr, hr in _gate_gradients(gated, data, batches, batch_size, patch_size, seed):
+        l1_loss(gated(lr), hr).backward()
+        taylor.accumulate()
+    return taylor.scores().numpy()
+
+
+def sensitivity_scores(
+    gated: GatedModel, data: PairedImages, batches: int, batch_size: int, patch_size: int, seed: int
+) -> np.ndarray:
+    """Output sensitivity: per entry, sum over batches of ``(g * d<v, f(x)>/dg)^2`` with ``v ~ N(0, 1)`` drawn anew
+    per batch. Its expectation is the squared norm of the output change that removing the entry causes, to first
+    order (``E_v[(J^T v)^2] = |J|^2``): how much the model's own output depends on the unit, needing no ground
+    truth and no nonzero loss, where Taylor's ``|g dL/dg|`` ranks by the ground-truth error's first-order change
+    (which cancels across samples and ignores what the teacher computes)."""
+    total = torch.zeros(gated.num_entries, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for lr, _ in _gate_gradients(gated, data, batches, batch_size, patch_size, seed):
+        out = gated(lr)
+        v = torch.randn(out.shape, generator=gen, dtype=out.dtype).to(out.device)
+        (out * v).sum().backward()
+        total += (gated.effective() * gated.gate_values.grad.detach()).double().cpu() ** 2
+    return (total * (gated.effective() != 0).cpu()).numpy()
+
+
+def _gate_gradients(
+    gated: GatedModel, data: PairedImages, batches: int, batch_size: int, patch_size: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(lr, hr)`` patch batches on the gates' device with only the gates requiring grad (eval mode, grads
+    cleared before each batch); the model's flags and mode are restored afterwards."""
+    device = gated.gate_values.device
     params = list(gated.model.parameters())
     flags = [p.requires_grad for p in params]
     was_training = gated.training
@@ -84,15 +115,14 @@ def taylor_scores(
     try:
         for _, lr, hr in PatchBatches(data, batch_size, patch_size, seed).iterate(0, batches):
             gated.gate_values.grad = None
-            l1_loss(gated(lr.to(device)), hr.to(device)).backward()
-            taylor.accumulate()
+            dtype = gated.gate_values.dtype
+            yield lr.to(device, dtype), hr.to(device, dtype)
     finally:
         gated.gate_values.requires_grad_(False)
         gated.gate_values.grad = None
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
         gated.train(was_training)
-    return taylor.scores().numpy()
 
 
 def l1_importance(gated: GatedModel) -> torch.Tensor:

@@ -49,7 +49,7 @@ from nas.zoo.resolve import load_model, save_model
 from pruning.calibrate import measure_candidate, reachable_minimum, round_goal
 from pruning.config import PruneConfig
 from pruning.gates import GatedModel
-from pruning.importance import l1_importance, taylor_scores
+from pruning.importance import l1_importance, sensitivity_scores, taylor_scores
 from pruning.reconstruct import reconstruct_gated
 from pruning.report import REPORT_JSON, stage_report, write_prune_report
 from pruning.select import Selector
@@ -303,7 +303,8 @@ def _scores(gated: GatedModel, cfg: PruneConfig, data: PairedImages, round_index
     if cfg.importance == "l1":
         return l1_importance(gated).numpy()
     seed = cfg.seed + 7919 * round_index  # a patch stream the fine-tunes (seed + k) do not use
-    return taylor_scores(gated, data, cfg.score_batches, cfg.batch_size, cfg.patch_size, seed)
+    scores = sensitivity_scores if cfg.importance == "sensitivity" else taylor_scores
+    return scores(gated, data, cfg.score_batches, cfg.batch_size, cfg.patch_size, seed)
 
 
 def _fine_tune(run: _Run, model: nn.Module, folder: Path, steps: int, lr: float, seed: int) -> TrainResult:
