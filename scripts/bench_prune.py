@@ -73,7 +73,19 @@ def prune_args(case: dict[str, Any], folder: Path, args) -> list[str]:
             argv += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     if args.sets != ",".join(SETS):
         argv += ["--bench", args.sets]
+    if args.importance:
+        argv += ["--importance", args.importance]
+    if args.reconstruct:
+        argv += ["--reconstruct"]
+    if args.data:
+        argv += ["--data", str(args.data)]
     return argv
+
+
+def variant_suffix(args) -> str:
+    """What the options add to each case's name (and folder), so variants of one case never share a folder."""
+    parts = [args.importance or "", "rec" if args.reconstruct else "", "data" if args.data else ""]
+    return "".join(f"-{p}" for p in parts if p)
 
 
 def finished(folder: Path) -> bool:
@@ -223,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-steps", type=int, help="fine-tuning steps per round (default: srnas prune's)")
     parser.add_argument("--score-batches", type=int, help="Taylor scoring batches (default: srnas prune's)")
     parser.add_argument("--sets", default=",".join(SETS), help="reference-kit sets in each case's report, or none")
+    parser.add_argument("--importance", help="srnas prune --importance (default: srnas prune's)")
+    parser.add_argument("--reconstruct", action="store_true", help="srnas prune --reconstruct (least-squares refits)")
+    parser.add_argument("--data", type=Path, help="fine-tuning data: a folder tree of HR images (default: embedded)")
     parser.add_argument("--device", default="cpu", help="pruning and timing device")
     parser.add_argument("--size", type=int, default=256, help="LR side of the runtime input")
     parser.add_argument("--repeats", type=int, default=30, help="interleaved timed passes (median)")
@@ -235,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = [parse_case(c) for c in args.cases]
+    for case in cases:
+        case["name"] += variant_suffix(args)
     work = args.work or bench_dir() / NAME
     if not args.measure_only:
         for case in cases:
@@ -259,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     body = (
         "Each case: the official checkpoint pruned by `srnas prune` (coupled = channel groups through residuals "
-        "and concatenations, fine = every conv independently; Taylor importance per activation; distillation "
-        "fine-tuning on the embedded photos). Ratios are of the pruned model to its unpruned model; CPU runtime "
+        "and concatenations, fine = every conv independently; Taylor importance per activation unless "
+        f"the case name says otherwise; distillation fine-tuning on {args.data or 'the embedded photos'}). "
+        "Ratios are of the pruned model to its unpruned model; CPU runtime "
         f"ratios timed in this run, interleaved with the unpruned model, {args.repeats} repeats at "
         f"{args.size}x{args.size} (median). PSNR: Y, 4-pixel border, from each case's report; Δ = after "
         "fine-tuning - before. `prune s`: the pruner's own wall time (rounds + final fine-tune + report), "

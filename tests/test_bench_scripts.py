@@ -9,6 +9,7 @@ import math
 import re
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -255,6 +256,25 @@ def test_prune_cases_parse_and_reject_bad_ones(results):
     ]:
         with pytest.raises(bench.SrnasError, match=match):
             bench.parse_case(bad)
+
+
+def test_prune_variants_get_their_own_folders_and_options(results, reference, tmp_path):
+    bench = load("bench_prune")
+    args = SimpleNamespace(**{**_prune_defaults(bench), "importance": "sensitivity", "reconstruct": True})
+    args.data = tmp_path
+    assert bench.variant_suffix(args) == "-sensitivity-rec-data"
+    argv = bench.prune_args(bench.parse_case("rfdn:0.75"), tmp_path / "case", args)
+    assert argv[argv.index("--importance") + 1] == "sensitivity" and "--reconstruct" in argv
+    assert argv[argv.index("--data") + 1] == str(tmp_path)
+    plain = SimpleNamespace(**_prune_defaults(bench))
+    assert bench.variant_suffix(plain) == ""
+    plain_argv = bench.prune_args(bench.parse_case("rfdn:0.75"), tmp_path, plain)
+    assert not {"--importance", "--reconstruct", "--data"} & set(plain_argv)
+
+
+def _prune_defaults(bench) -> dict:
+    keys = ("steps", "rounds", "round_steps", "score_batches", "importance", "data")
+    return {**dict.fromkeys(keys), "device": "cpu", "sets": ",".join(bench.SETS), "reconstruct": False}
 
 
 @pytest.mark.slow
