@@ -104,7 +104,7 @@ def _gate_gradients(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(lr, hr)`` patch batches on the gates' device with only the gates requiring grad (eval mode, grads
     cleared before each batch); the model's flags and mode are restored afterwards."""
-    device = gated.gate_values.device
+    device, dtype = gated.gate_values.device, gated.gate_values.dtype
     params = list(gated.model.parameters())
     flags = [p.requires_grad for p in params]
     was_training = gated.training
@@ -115,7 +115,6 @@ def _gate_gradients(
     try:
         for _, lr, hr in PatchBatches(data, batch_size, patch_size, seed).iterate(0, batches):
             gated.gate_values.grad = None
-            dtype = gated.gate_values.dtype
             yield lr.to(device, dtype), hr.to(device, dtype)
     finally:
         gated.gate_values.requires_grad_(False)

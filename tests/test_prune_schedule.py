@@ -337,18 +337,8 @@ def test_cli_prune_writes_a_model_folder(smooth_pairs, tmp_path, capsys):
     save_model(tmp_path / "tiny", tiny_model(), TINY)
     out = tmp_path / "out"
     args = ["prune", str(tmp_path / "tiny"), "--target-activations", "0.7", "--output", str(out)]
-    args += [
-        "--data",
-        smooth_pairs.source,
-        "--val",
-        smooth_pairs.source,
-        "--size",
-        "24",
-        "--rounds",
-        "1",
-        "--round-steps",
-        "2",
-    ]
+    folder = smooth_pairs.source
+    args += ["--data", folder, "--val", folder, "--size", "24", "--rounds", "1", "--round-steps", "2"]
     args += ["--steps", "2", "--score-batches", "1", "--batch-size", "2", "--patch-size", "16", "--device", "cpu"]
     args += ["--bench", "none", "--repeats", "2", "--json"]
     assert main(args) == 0

@@ -230,43 +230,19 @@ def _cfg(make, **kw) -> PruneConfig:
 
 
 def test_schedule_with_reconstruction_resumes_to_the_same_model(smooth_pairs, tmp_path, tiny_prune_config):
+    cfg = _cfg(tiny_prune_config)
     torch.manual_seed(0)
-    ref = prune(
-        build(TINY),
-        None,
-        _cfg(
-            tiny_prune_config,
-        ),
-        tmp_path / "ref",
-        train_data=smooth_pairs,
-    )
+    ref = prune(build(TINY), None, cfg, tmp_path / "ref", train_data=smooth_pairs)
     rounds = json.loads((tmp_path / "ref" / STATE_FILE).read_text())["rounds"]
     assert all(
         r["reconstruct"]["refit"] > 0 and r["reconstruct"]["mse_after"] < r["reconstruct"]["mse_before"] for r in rounds
     )
     a = ref.model.state_dict()
     torch.manual_seed(0)
-    stopped = prune(
-        build(TINY),
-        None,
-        _cfg(
-            tiny_prune_config,
-        ),
-        tmp_path / "run",
-        train_data=smooth_pairs,
-        on_round=lambda k, r: k == 1,
-    )
+    stopped = prune(build(TINY), None, cfg, tmp_path / "run", train_data=smooth_pairs, on_round=lambda k, r: k == 1)
     assert stopped.stopped
     torch.manual_seed(0)
-    again = prune(
-        build(TINY),
-        None,
-        _cfg(
-            tiny_prune_config,
-        ),
-        tmp_path / "run",
-        train_data=smooth_pairs,
-    )
+    again = prune(build(TINY), None, cfg, tmp_path / "run", train_data=smooth_pairs)
     assert again.resumed
     c = again.model.state_dict()
     runs = [json.loads((tmp_path / n / STATE_FILE).read_text())["rounds"] for n in ("ref", "run")]
@@ -282,17 +258,10 @@ def test_a_refit_that_lowers_the_validation_psnr_is_undone(smooth_pairs, tmp_pat
     monkeypatch.setattr(S, "mean_psnr", lambda *a, **k: next(psnrs))
     val = D.validation_pairs(smooth_pairs)
     torch.manual_seed(0)
-    plain = prune(
-        build(TINY),
-        None,
-        _cfg(tiny_prune_config, reconstruct=False, rounds=1),
-        tmp_path / "plain",
-        train_data=smooth_pairs,
-    )
+    plain_cfg, cfg = _cfg(tiny_prune_config, reconstruct=False, rounds=1), _cfg(tiny_prune_config, rounds=1)
+    plain = prune(build(TINY), None, plain_cfg, tmp_path / "plain", train_data=smooth_pairs)
     torch.manual_seed(0)
-    undone = prune(
-        build(TINY), None, _cfg(tiny_prune_config, rounds=1), tmp_path / "undone", train_data=smooth_pairs, val_data=val
-    )
+    undone = prune(build(TINY), None, cfg, tmp_path / "undone", train_data=smooth_pairs, val_data=val)
     (record,) = json.loads((tmp_path / "undone" / STATE_FILE).read_text())["rounds"]
     assert record["reconstruct"]["reverted_on_val"] and record["reconstruct"]["val_psnr_after"] == 29.0
     a, b = plain.model.state_dict(), undone.model.state_dict()
