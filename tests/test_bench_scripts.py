@@ -208,7 +208,7 @@ def test_bench_ranking_tiny_and_resumed(results):
     assert {k: p.stat().st_mtime_ns for k, p in checkpoints.items()} == stamps
 
 
-def test_bootstrap_interval_and_overrides():
+def test_bootstrap_interval_and_overrides(results):
     common, bench = load("bench_common"), load("bench_ranking")
     x = np.arange(30.0)
     low, high = common.bootstrap_interval(30, lambda i: common.kendall_tau(x[i], x[i]), resamples=50)

@@ -1,7 +1,7 @@
 """ONNX export (nas.export, `srnas export`): every zoo model, dynamic sizes, pruned and searched models, the CLI.
 
 The quick tier exports with the fast legacy (TorchScript) exporter, and with the default dynamo exporter a pruned
-model and the CLI end to end; the slow tier runs dynamo on everything (the whole zoo, fixed and dynamic)."""
+model and the CLI end to end; the slow tier runs dynamo with dynamic sizes on the whole zoo."""
 
 from __future__ import annotations
 
@@ -72,13 +72,14 @@ def test_zoo_model_exports_and_matches_onnxruntime(name, image, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_zoo())
-@pytest.mark.parametrize("dynamic", [False, True])
-def test_zoo_model_exports_with_dynamo(name, dynamic, image, tmp_path):
+def test_zoo_model_exports_with_dynamo(name, image, tmp_path):
+    """Dynamic sizes only: the fixed-size dynamo export is the same path with one shape fewer (the CLI test
+    exports RFDN at a fixed size with dynamo)."""
     torch.manual_seed(0)
-    inputs = [image, sample_input((31, 17))[1]] if dynamic else [image]
-    report = _export(build_zoo_model(name), tmp_path / f"{name}.onnx", inputs, dynamic=dynamic)
+    inputs = [image, sample_input((31, 17))[1]]
+    report = _export(build_zoo_model(name), tmp_path / f"{name}.onnx", inputs, dynamic=True)
     assert report.exporter == "dynamo" and report.opset >= 18
-    assert report.input_shape == [1, 3, *(("height", "width") if dynamic else SIZE)]
+    assert report.input_shape == [1, 3, "height", "width"]
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)])
