@@ -7,7 +7,8 @@ kill *i* waits until the command's progress, read from the files it writes (chec
 trials.csv, exported models, the pruning state; ``chaos_watch.py``), passes a seeded target in the *i*-th of
 ``--kills`` equal slices of its stages (so every stage is hit), plus up to 0.2 s, then kills the command's group,
 its descendants and every process carrying its tag (Ray's included) at once. A restart whose progress is already past
-its target is killed after 2-8 s instead (during its resume). Then the command runs to the end.
+its target is killed after 2-8 s instead (during its resume); a kill aimed at a stage of well under a second (export,
+the pruning report) fires as soon as the stage is entered. Then the command runs to the end.
 
 Per case: kills and the stage each hit, recoveries (restarts that went on past the kill or finished), failed restarts
 (exits with an error), lost / duplicated / mismatched trials or results (study vs trials.csv vs pareto.csv vs
@@ -56,10 +57,12 @@ def _watch(process, case: Case, work: Path, target: float, rng: random.Random, l
     t0 = time.monotonic()
     _, p0 = case.progress(work)
     resume_s = rng.uniform(2.0, 8.0)
+    aimed = case.aimed(target)
     while process.poll() is None:
         stage, p = case.progress(work)
         late = p0 >= target and time.monotonic() - t0 >= resume_s
-        if (p >= target and p > p0) or late or time.monotonic() - t0 > limit_s:
+        entered = stage == aimed and stage in case.short and p > p0
+        if (p >= target and p > p0) or entered or late or time.monotonic() - t0 > limit_s:
             time.sleep(rng.uniform(0.0, 0.2))
             stage, p = case.progress(work)
             hung = time.monotonic() - t0 > limit_s

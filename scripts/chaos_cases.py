@@ -34,7 +34,7 @@ class Settings:
     """The tiny budgets of every case."""
 
     trials: int = 10
-    supernet_steps: int = 80
+    supernet_steps: int = 300
     train_steps: int = 300
     prune_rounds: int = 3
     prune_round_steps: int = 40
@@ -83,6 +83,11 @@ class Case:
     probe: Callable[[Path], tuple[int, float]]
     check: Callable[[Path, Path], dict[str, Any]]
     needs: tuple[str, ...] = ()
+    short: tuple[str, ...] = ()  # stages of well under a second: a kill aimed at one fires as it is entered
+
+    def aimed(self, target: float) -> str:
+        """The stage whose share of the progress holds ``target``."""
+        return self.stages[min(int(target * len(self.stages)), len(self.stages) - 1)]
 
     def progress(self, work: Path) -> tuple[str, float]:
         """(stage name, overall progress in [0, 1]): each stage takes an equal share."""
@@ -277,6 +282,7 @@ def cases(s: Settings) -> list[Case]:
             search_stages,
             lambda w: search_probe(w / run, s.trials, s.supernet_steps),
             lambda w, r: check_search(w, r, s.trials),
+            short=("export",),
         ),
         Case(
             "ray",
@@ -284,6 +290,7 @@ def cases(s: Settings) -> list[Case]:
             search_stages,
             lambda w: search_probe(w / run, s.trials, s.supernet_steps),
             lambda w, r: check_search(w, r, s.trials),
+            short=("export",),
         ),
         Case(
             "train",
@@ -303,6 +310,7 @@ def cases(s: Settings) -> list[Case]:
             lambda w: prune_probe(w / "pruned", s.prune_rounds, s.prune_round_steps, s.prune_steps),
             lambda w, r: check_folder(w, r, "pruned"),
             needs=("train",),
+            short=("report",),
         ),
         Case(
             "pipeline",
@@ -310,6 +318,7 @@ def cases(s: Settings) -> list[Case]:
             (*search_stages, "prune rounds", "prune fine-tune", "final fine-tune"),
             lambda w: pipeline_probe(w / run, s),
             lambda w, r: check_pipeline(w, r, s.trials),
+            short=("export",),
         ),
     ]
 
