@@ -92,6 +92,7 @@ def run_chaos(case: Case, work: Path, ref_wall: float, kills: int, rng: random.R
                 break
             continue
         kill_tree(process, tag)
+        failed += hit["hung"]  # it ran 3x the reference's time without getting there
         stray += strays(tag)
         recovered += bool(hits) and hit["progress"] > hits[-1]["progress"]
         hits.append({"target": round(target, 3), **hit, "t_s": round(time.perf_counter() - t0, 1)})
