@@ -7,8 +7,9 @@ kill *i* waits until the command's progress, read from the files it writes (chec
 trials.csv, exported models, the pruning state; ``chaos_watch.py``), passes a seeded target in the *i*-th of
 ``--kills`` equal slices of its stages (so every stage is hit), plus up to 0.2 s, then kills the command's group,
 its descendants and every process carrying its tag (Ray's included) at once. A restart whose progress is already past
-its target is killed after 2-8 s instead (during its resume); a kill aimed at a stage of well under a second (export,
-the pruning report) fires as soon as the stage is entered. Then the command runs to the end.
+its target is killed 0.5-2 s after its start instead (stage ``restart``: during start-up and resume); a kill
+aimed at a stage of well under a second (export, the pruning report) fires as soon as the stage is entered. Then
+the command runs to the end.
 
 Per case: kills and the stage each hit; recoveries (restarts after a kill that got back to the point of the
 kill and on, or finished); failed restarts (exits with an error, or 3x the reference's time without progress);
@@ -57,7 +58,7 @@ def _watch(process, case: Case, work: Path, target: float, rng: random.Random, l
     """Kill ``process`` once its progress reaches ``target`` (see the module doc); None when it exited first."""
     t0 = time.monotonic()
     _, p0 = case.progress(work)
-    resume_s = rng.uniform(2.0, 8.0)
+    resume_s = rng.uniform(0.5, 2.0)
     aimed = case.aimed(target)
     while process.poll() is None:
         stage, p = case.progress(work)
@@ -67,7 +68,7 @@ def _watch(process, case: Case, work: Path, target: float, rng: random.Random, l
             time.sleep(rng.uniform(0.0, 0.2))
             stage, p = case.progress(work)
             hung = time.monotonic() - t0 > limit_s
-            return {"stage": stage, "progress": round(p, 3), "during_resume": late, "hung": hung}
+            return {"stage": "restart" if late else stage, "progress": round(p, 3), "hung": hung}
         time.sleep(POLL_S)
     return None
 
@@ -112,7 +113,7 @@ def _row(case: Case, work: Path, hits: list[dict], wall: float, ref_wall: float,
     return {
         "case": case.name,
         "kills": len(hits),
-        "stages hit": ", ".join(f"{s} {stages[s]}" for s in (*case.stages, "finishing") if stages[s]),
+        "stages hit": ", ".join(f"{s} {stages[s]}" for s in (*case.stages, "finishing", "restart") if stages[s]),
         "recoveries": n["recovered"],
         "failed_restarts": n["failed"],
         **{k: 0 for k in ("lost", "duplicated", "mismatch", "not_identical")},
