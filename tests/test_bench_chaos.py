@@ -142,5 +142,5 @@ def test_tiny_train_killed_and_resumed_equals_the_uninterrupted_run(chaos, tmp_p
     data = json.loads((tmp_path / "results" / "bench" / "chaos.json").read_text())
     (row,) = data["rows"]
     assert row["case"] == "train" and row["kills"] == 2 and row["recoveries"] >= 2
-    assert row["stages hit"] == "training 2"
+    assert row["stages hit"].startswith("training")  # the second may land after the last step
     assert all(v == 0 for k, v in data["totals"].items() if k != "kills")
