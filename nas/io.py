@@ -1,18 +1,75 @@
 """The one atomic file writer: every file srnas writes goes through a unique temporary file in the target's folder,
 is flushed to disk (fsync) and renamed over the target, so a reader (or a crash) sees the old file or the new one,
-never half of one, and two writers of the same file never share a temporary name."""
+never half of one, and two writers of the same file never share a temporary name.
+
+A temporary file is named ``.<target>~<host>~<pid>~<random>.tmp``: the writer that a ``kill -9`` stopped mid-write
+is recognisable, and ``remove_stale_temps`` (called when a command starts on a folder) deletes the temporaries of
+writers on this host that are no longer alive. Temporaries of live processes and of other hosts are kept.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+_TEMP = re.compile(r"^\.(?P<target>.+)~(?P<host>[^~/]+)~(?P<pid>\d+)~[^~/]*\.tmp$")
+
+
+def _host() -> str:
+    """This host's name as it appears in temporary names (``~`` and ``/`` would break the pattern)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of this process's temporary files for a target called ``name``."""
+    return f".{name}~{_host()}~{os.getpid()}~"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one of another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_temps(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Temporary files under ``folder`` left by dead writers of this host (see the module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = _host()
+    found = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    out = []
+    for path in found:
+        m = _TEMP.match(path.name)
+        if m and m["host"] == host and not pid_alive(int(m["pid"])) and path.is_file():
+            out.append(path)
+    return sorted(out)
+
+
+def remove_stale_temps(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Delete ``stale_temps(folder)``; returns what was removed (a file already gone is skipped)."""
+    removed = []
+    for path in stale_temps(folder, recursive):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -22,7 +79,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     On an exception the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:

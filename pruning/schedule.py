@@ -42,6 +42,7 @@ from torch import nn
 from nas.data import Pair, PairedImages
 from nas.device import resolve_device
 from nas.errors import SrnasError
+from nas.io import remove_stale_temps
 from nas.measure.evaluate import mean_psnr
 from nas.models.spec import normalize_spec
 from nas.train import TrainConfig, TrainResult, train
@@ -162,6 +163,7 @@ def _start(
     source: str | None,
 ) -> tuple[_Run, bool]:
     """Gate the model, load (True) or create (False) the state, and check that the target is reachable."""
+    remove_stale_temps(out)  # what a killed run was writing: state, weights, reports, fine-tune checkpoints
     finger = fingerprint(model, spec)
     state = load_state(out / STATE_FILE, cfg, finger)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)

@@ -79,10 +79,12 @@ def git_commit(root: Path = REPO_ROOT) -> str | None:
         if not head.startswith("ref:"):
             return head or None
         ref = head.split(":", 1)[1].strip()
-        ref_file = git / ref
-        if ref_file.is_file():
-            return ref_file.read_text().strip()
-        packed = git / "packed-refs"
+        common = git / "commondir"  # a worktree keeps its HEAD here, the branches in the main repository
+        base = (git / common.read_text().strip()).resolve() if common.is_file() else git
+        for ref_file in (git / ref, base / ref):
+            if ref_file.is_file():
+                return ref_file.read_text().strip()
+        packed = base / "packed-refs"
         if packed.is_file():
             for line in packed.read_text().splitlines():
                 parts = line.split()

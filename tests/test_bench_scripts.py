@@ -296,3 +296,19 @@ def test_bench_prune_tiny_then_measure_only(results, reference):
     assert bench.main([*args, "--measure-only"]) == 0  # the finished case is reused, not pruned again
     assert weights.stat().st_mtime_ns == stamp
     assert read(results, "prune")[0]["rows"][0]["Set5_drop"] == case["Set5_drop"]
+
+
+def test_git_commit_of_a_worktree_reads_the_main_repository_refs(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+    from bench_common import git_commit
+
+    main_git = tmp_path / "main" / ".git"
+    (main_git / "refs" / "heads").mkdir(parents=True)
+    (main_git / "refs" / "heads" / "topic").write_text("a" * 40 + "\n")
+    wt_git = main_git / "worktrees" / "wt"
+    wt_git.mkdir(parents=True)
+    (wt_git / "HEAD").write_text("ref: refs/heads/topic\n")
+    (wt_git / "commondir").write_text("../..\n")
+    (tmp_path / "wt").mkdir()
+    (tmp_path / "wt" / ".git").write_text(f"gitdir: {wt_git}\n")
+    assert git_commit(tmp_path / "wt") == "a" * 40

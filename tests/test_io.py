@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +58,70 @@ def test_concurrent_writers_never_share_a_temporary(tmp_path):
     text = target.read_text()
     assert len(text) == 1000 and len(set(text)) == 1  # one whole write won, never a mix
     assert [p.name for p in tmp_path.iterdir()] == ["shared.txt"]
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_name_host_and_pid(tmp_path):
+    import os
+
+    from nas.io import _TEMP, _host
+
+    with atomic_path(tmp_path / "w.safetensors") as tmp:
+        m = _TEMP.match(tmp.name)
+        assert m and m["target"] == "w.safetensors" and m["host"] == _host() and int(m["pid"]) == os.getpid()
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_others_kept(tmp_path):
+    import os
+
+    from nas.io import _host, remove_stale_temps, temp_prefix
+
+    dead = _dead_pid()
+    (tmp_path / "sub").mkdir()
+    stale = [tmp_path / f".a.json~{_host()}~{dead}~x1.tmp", tmp_path / "sub" / f".b.pt~{_host()}~{dead}~y2.tmp"]
+    mine = tmp_path / f"{temp_prefix('c.csv')}z3.tmp"  # this (live) process's
+    other_host = tmp_path / f".d.csv~elsewhere-node~{dead}~q4.tmp"  # cannot be checked from here
+    unrelated = [tmp_path / ".hidden.tmp", tmp_path / "data.tmp"]
+    for p in [*stale, mine, other_host, *unrelated]:
+        p.write_text("half")
+    assert int(str(mine.name).split("~")[2]) == os.getpid()
+    assert sorted(remove_stale_temps(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in [mine, other_host, *unrelated]) and not any(p.exists() for p in stale)
+    sub_stale = tmp_path / "sub" / f".e~{_host()}~{dead}~r5.tmp"
+    sub_stale.write_text("")
+    assert remove_stale_temps(tmp_path, recursive=False) == [] and sub_stale.exists()
+    assert remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_a_killed_writer_leaves_a_recognisable_temporary_that_the_next_start_removes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from nas.io import stale_temps
+
+    code = (
+        "import sys, time\nfrom nas.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n    print(tmp, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out.json")], stdout=subprocess.PIPE, text=True)
+    tmp = Path(proc.stdout.readline().strip())
+    assert tmp.exists() and stale_temps(tmp_path) == []  # its writer is alive
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert stale_temps(tmp_path) == [tmp]
+    from nas.results.lock import run_lock
+
+    with run_lock(tmp_path):  # a command starting on the folder
+        assert not tmp.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

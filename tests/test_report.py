@@ -318,7 +318,7 @@ def test_index_insert_replace_and_row(results: Path) -> None:
     index = read_index(results)
     assert index["run"].tolist() == ["r0", "r1"] and index["state"].tolist() == ["running", "failed"]
     assert list(index.columns[:3]) == ["run", "space", "state"] and "extra" in index.columns
-    assert not list(results.glob(".index.csv.*.tmp"))
+    assert not list(results.glob(".index.csv*.tmp")) and not (results / ".index.csv.lock").exists()
 
 
 def test_references_shown_only_under_the_same_conditions(results: Path) -> None:

@@ -113,3 +113,68 @@ def test_a_lock_of_another_host_is_refused_unless_forced(tmp_path, capsys):
     with run_lock(run_dir, force=True):
         assert json.loads((run_dir / LOCK_FILE).read_text())["host"] == socket.gethostname()
     assert "gpu-node-7" in capsys.readouterr().err
+
+
+def test_file_lock_excludes_waits_and_leaves_no_file(tmp_path):
+    import threading
+    import time
+
+    from nas.results.lock import file_lock
+
+    path = tmp_path / ".index.csv.lock"
+    inside: list[int] = []
+    overlap: list[bool] = []
+
+    def work(i: int) -> None:
+        for _ in range(20):
+            with file_lock(path):
+                inside.append(i)
+                overlap.append(len(inside) > 1)
+                time.sleep(0.001)
+                inside.remove(i)
+
+    # threads each open their own fd, so flock excludes them as it does processes
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(overlap) == 80 and not any(overlap)
+    assert not path.exists()  # removed on release
+
+
+def test_file_lock_waiter_retries_when_the_file_it_locked_was_removed(tmp_path):
+    from nas.results.lock import _flock_current, file_lock
+
+    path = tmp_path / "x.lock"
+    with file_lock(path):
+        first_inode = path.stat().st_ino
+        stale = os.open(path, os.O_RDWR)  # a waiter that opened the file before the holder released it
+    # the holder has removed the file; flocking the old fd succeeds but it no longer names the file on disk
+    assert not path.exists()
+    import fcntl
+
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert os.fstat(stale).st_ino == first_inode
+    fd = _flock_current(path, blocking=False)  # a fresh locker gets the new file, not blocked by the stale fd
+    assert fd is not None and os.fstat(fd).st_ino == path.stat().st_ino
+    os.close(fd)
+    os.close(stale)
+
+
+def test_file_lock_is_released_by_kill_9(tmp_path):
+    from nas.results.lock import file_lock
+
+    path = tmp_path / "k.lock"
+    code = (
+        "import sys, time\nfrom nas.results.lock import file_lock\n"
+        "with file_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    proc.kill()
+    proc.wait()
+    assert path.exists()  # the dead holder's file is still there, but not locked
+    with file_lock(path):
+        pass
+    assert not path.exists()

@@ -62,7 +62,12 @@ METRICS = ["psnr", "runtime_ms", "activations", "params", "flops", "flops_fvcore
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(
-        address="local", num_cpus=2, include_dashboard=False, object_store_memory=128 * 1024**2, logging_level="WARNING"
+        address="local",
+        _node_ip_address="127.0.0.1",  # loopback only
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=128 * 1024**2,
+        logging_level="WARNING",
     )
     yield
     ray.shutdown()

@@ -4,7 +4,13 @@ The lock is an ``fcntl.flock`` on that file, so the kernel releases it when its 
 included; the file then still names the dead owner, and the next start takes it over with a warning (a
 *stale* lock). An owner on another host cannot be checked from here: the start is refused, naming that host,
 unless ``force=True`` (``--force-unlock``). A clean release removes the file. Taking the lock again in the
-process that holds it (``srnas pipeline`` around its search) is a no-op.
+process that holds it (``srnas pipeline`` around its search) is a no-op. Taking the lock also removes the
+temporary files that dead writers of this host left in the run folder (``nas.io.remove_stale_temps``).
+
+``file_lock`` is the plain, blocking form (``results/.index.csv.lock``). Both remove their lock file on release,
+*while still holding the flock*; every locker re-checks after ``flock`` that the file it locked is still the one
+on disk (same inode) and retries otherwise, so a waiter never holds a lock on a removed file that a third
+process has already replaced.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import RunLockedError
+from nas.io import remove_stale_temps
 
 LOCK_FILE = ".lock"
 _HELD: dict[Path, int] = {}  # lock files this process holds -> nesting depth
@@ -42,24 +49,63 @@ def _describe(owner: dict[str, Any]) -> str:
     )
 
 
-def _open_locked(path: Path) -> tuple[int | None, dict[str, Any]]:
-    """Open and flock ``path`` (created if missing): (fd, the previous owner's record) or, when a live process
-    holds the lock, (None, its record). Retries when the file was released (removed) between open and flock."""
+def _flock_current(path: Path, blocking: bool) -> int | None:
+    """Open ``path`` (created if missing) and flock it: the fd, or None when ``blocking`` is false and another
+    process holds it (the fd is then closed). Retries when the file was removed or replaced between open and
+    flock (a release unlinks it), so the returned fd locks the file that is on disk now."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = _owner(fd)
             os.close(fd)
-            return None, owner
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
             same = False
         if same:
-            return fd, _owner(fd)
+            return fd
         os.close(fd)
+
+
+def _release(path: Path, fd: int) -> None:
+    """Remove the lock file while still holding its flock (waiters see the inode change and retry), then unlock."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``path`` for the block, waiting for other holders; the file is removed on
+    release, so nothing is left behind. Not re-entrant (a second ``file_lock`` of the same path in one process
+    waits for ever)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _flock_current(path, blocking=True)
+    assert fd is not None
+    try:
+        yield path
+    finally:
+        _release(path, fd)
+
+
+def _open_locked(path: Path) -> tuple[int | None, dict[str, Any]]:
+    """Open and flock ``path`` (created if missing): (fd, the previous owner's record) or, when a live process
+    holds the lock, (None, its record)."""
+    fd = _flock_current(path, blocking=False)
+    if fd is not None:
+        return fd, _owner(fd)
+    try:
+        with open(path, "rb") as fh:
+            owner = json.loads(fh.read(1 << 16) or b"{}")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        owner = {}
+    return None, owner if isinstance(owner, dict) else {}
 
 
 def _check_stale(run_dir: Path, owner: dict[str, Any], force: bool) -> None:
@@ -108,11 +154,10 @@ def run_lock(run_dir: str | Path, force: bool = False) -> Iterator[Path]:
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, (json.dumps(me) + "\n").encode())
     os.fsync(fd)
+    remove_stale_temps(run_dir)
     _HELD[path] = 1
     try:
         yield path
     finally:
         del _HELD[path]
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # while still holding the flock: a waiting opener sees the inode change and retries
-        os.close(fd)
+        _release(path, fd)

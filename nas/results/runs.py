@@ -43,7 +43,8 @@ import pandas as pd
 import yaml
 
 from nas.errors import SrnasError
-from nas.io import atomic_write
+from nas.io import atomic_write, remove_stale_temps
+from nas.results.lock import file_lock
 from nas.results.pareto import COMPLETE, direction, first_of_each_spec, non_dominated
 
 TRIAL_COLUMNS = [
@@ -314,23 +315,6 @@ def normalise_size(value: Any) -> str:
 # ----------------------------------------------------------------------------------- index.csv
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive advisory lock on ``path`` (a no-op where fcntl is missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def read_index(results_root: str | Path) -> pd.DataFrame:
     """``results/index.csv`` (INDEX_COLUMNS first), empty when absent."""
     path = Path(results_root) / "index.csv"
@@ -349,7 +333,8 @@ def update_index(results_root: str | Path, row: dict[str, Any]) -> Path:
         raise SrnasError("an index row needs a 'run' name")
     root = Path(results_root)
     path = root / "index.csv"
-    with _locked(root / ".index.csv.lock"):
+    with file_lock(root / ".index.csv.lock"):
+        remove_stale_temps(root, recursive=False)  # index.csv temporaries of killed writers
         df = read_index(root)
         df = df[df["run"].astype(str) != str(row["run"])]
         new = pd.DataFrame([{k: row.get(k) for k in INDEX_COLUMNS} | row])

@@ -30,7 +30,7 @@ from torch import nn
 from nas.data import Pair, PairedImages, PatchBatches
 from nas.device import resolve_device
 from nas.errors import SrnasError
-from nas.io import atomic_json, atomic_torch_save
+from nas.io import atomic_json, atomic_torch_save, remove_stale_temps
 from nas.measure.evaluate import mean_psnr
 from nas.progress import progress
 from nas.train.config import (
@@ -116,6 +116,7 @@ class _Run:
         teacher_weight: float,
     ) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir, recursive=False)  # a killed run's half-written checkpoint or log
         self.model, self.cfg, self.out_dir, self.scale = model, cfg, out_dir, train_data.scale
         self.device = resolve_device(cfg.device)
         cuda = self.device.type == "cuda"

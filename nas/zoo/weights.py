@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import CheckpointError, SpecError
-from nas.io import atomic_path
+from nas.io import atomic_path, remove_stale_temps
 from nas.paths import home_dir, reference_dir
 
 CHUNK = 1 << 16
@@ -144,6 +144,7 @@ def download(
     if source.sha256 is None:
         raise CheckpointError(f"zoo {source.name!r} records no sha256 for {source.file}: refusing an unverified file")
     target = cache_dir() / source.file
+    remove_stale_temps(target.parent, recursive=False)  # what a killed download left
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, atomic_path(target) as tmp:
             _stream(response, tmp, source, url, progress)

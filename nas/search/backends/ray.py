@@ -43,6 +43,7 @@ from ray.tune.search.optuna import OptunaSearch
 from nas.errors import SrnasError
 from nas.progress import progress as progress_reporter
 from nas.results.writer import RunWriter
+from nas.search.backends.ray_output import Terminal, ray_output
 from nas.search.evaluator import EvalSetup, Evaluator
 from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace
@@ -181,9 +182,11 @@ class Progress(tune.Callback):
         writer: RunWriter,
         opts: SearchOptions,
         done: int,
+        terminal: Terminal,
     ) -> None:
         self.study, self.storage, self.writer, self.opts = study, storage, writer, opts
-        self.bar = progress_reporter(opts.trials, desc="search (ray)", unit="trial", initial=done)
+        self.terminal = terminal
+        self.bar = progress_reporter(opts.trials, desc="search (ray)", unit="trial", initial=done, stream=terminal.err)
         self.finished = self.failed = 0
         self.evaluate_s = self.setup_s = 0.0
 
@@ -208,8 +211,12 @@ class Progress(tune.Callback):
         self.finished += 1
         self.failed += 1
         frozen = self._frozen(trial)
-        if frozen is not None and "error" not in frozen.user_attrs:  # e.g. the worker process died
-            self.storage.set_trial_user_attr(frozen._trial_id, "error", _ray_error(trial))
+        reason = frozen.user_attrs.get("error") if frozen is not None else None
+        if frozen is not None and reason is None:  # e.g. the worker process died
+            reason = _ray_error(trial)
+            self.storage.set_trial_user_attr(frozen._trial_id, "error", reason)
+        number = frozen.number if frozen is not None else trial.trial_id
+        self.terminal.failure(f"search: trial {number} failed: {reason or _ray_error(trial)}")
         self.bar.set_postfix(failed=self.failed, refresh=False)
         self._write()
 
@@ -225,7 +232,8 @@ class Progress(tune.Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config (``tuner.pkl``); the bar and the study stay in this process."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("bar", "study", "storage", "writer")}
+        live = ("bar", "study", "storage", "writer", "terminal")
+        return {k: v for k, v in self.__dict__.items() if k not in live}
 
 
 def _ray_error(trial) -> str:
@@ -271,6 +279,7 @@ def connect(opts: SearchOptions) -> bool:
     else:
         ray.init(
             address="local",  # a new local instance, even when `ray start` left a cluster address in /tmp/ray
+            _node_ip_address="127.0.0.1",  # one machine: nothing listens beyond loopback
             num_cpus=max(opts.workers, 1),
             include_dashboard=False,
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
@@ -310,53 +319,31 @@ def run_trials(
 ) -> dict[str, float]:
     """Run Ray Tune trials until ``opts.trials`` trials of the study are COMPLETE; returns timings.
 
-    Timings: ``ray_start_s`` (connecting/starting Ray), ``ray_evaluate_s`` and ``ray_worker_setup_s``
-    (summed over trials, in the workers), ``ray_overhead_s`` (wall time of the trials minus the summed
-    evaluate and setup times divided by the number of workers: what orchestration cost).
+    Ray's own output (banner, warnings, tracebacks) goes to ``<run>/ray/driver.log`` (``ray_output``); the
+    terminal gets the progress and one line per failed trial. Timings: ``ray_start_s`` (connecting/starting
+    Ray), ``ray_evaluate_s`` and ``ray_worker_setup_s`` (summed over trials, in the workers), ``ray_overhead_s``
+    (wall time of the trials minus the summed evaluate and setup times divided by the number of workers: what
+    orchestration cost).
     """
     done = complete_count(study)
     if done >= opts.trials:
         return {}
     run_dir = writer.path.resolve()
-    storage = open_storage(run_dir, opts.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    job = RayJob(setup, str(run_dir), opts)
-    gpu = 1 if setup.device.startswith("cuda") else 0  # one trial per GPU: runtimes are measured alone
-    sampler = study.sampler  # one RNG across rounds, seeded as open_study does: reseeded on resume
-    t0 = time.perf_counter()
-    started = connect(opts)
-    timings = {"ray_start_s": round(time.perf_counter() - t0, 2)}
-    progress = None
-    try:
-        trainable = tune.with_resources(tune.with_parameters(evaluate_trial, job=job), {"cpu": 1, "gpu": gpu})
-        progress = Progress(study, storage, writer, opts, done)
-        t1 = time.perf_counter()
-        remaining = opts.trials - done
-        budget = remaining + opts.trials  # failures do not count: at most --trials extra attempts
-        while remaining > 0 and budget > 0:
-            samples = min(remaining, budget)
-            searcher = DistinctOptunaSearch(
-                space=SuggestTrial(space),
-                metric=list(opts.objectives),
-                mode=list(opts.directions.values()),
-                sampler=sampler,
-                study_name=STUDY_NAME,
-                storage=storage,
-            )
-            before = progress.finished
-            _tuner(trainable, searcher, samples, opts, writer, progress).fit()
-            if searcher.exhausted:
-                print(f"search: {MAX_DUPLICATES} proposals in a row repeated measured architectures; stopping")
-                break
-            if progress.finished - before < samples:  # Ray Tune stops gracefully on Ctrl-C
-                raise KeyboardInterrupt("Ray Tune stopped before its trials finished")
-            budget -= samples
-            remaining = opts.trials - complete_count(study)
-    finally:
-        if progress is not None:
-            progress.close()
-        if started:
-            ray.shutdown()
+    with ray_output(run_dir / "ray") as terminal:
+        t0 = time.perf_counter()
+        started = connect(opts)
+        timings = {"ray_start_s": round(time.perf_counter() - t0, 2)}
+        try:
+            progress = Progress(study, open_storage(run_dir, opts.storage), writer, opts, done, terminal)
+            try:
+                t1 = time.perf_counter()
+                _rounds(study, space, opts, RayJob(setup, str(run_dir), opts), writer, progress)
+            finally:
+                progress.close()
+        finally:
+            if started:
+                ray.shutdown()
     wall = time.perf_counter() - t1
     busy = (progress.evaluate_s + progress.setup_s) / opts.workers
     timings.update(
@@ -365,3 +352,34 @@ def run_trials(
         ray_overhead_s=round(max(wall - busy, 0.0), 2),
     )
     return timings
+
+
+def _rounds(
+    study: optuna.Study, space: SearchSpace, opts: SearchOptions, job: RayJob, writer: RunWriter, progress: Progress
+) -> None:
+    """Tune runs of the missing trials until ``opts.trials`` are COMPLETE or the failure budget is spent."""
+    gpu = 1 if job.setup.device.startswith("cuda") else 0  # one trial per GPU: runtimes are measured alone
+    trainable = tune.with_resources(tune.with_parameters(evaluate_trial, job=job), {"cpu": 1, "gpu": gpu})
+    sampler = study.sampler  # one RNG across rounds, seeded as open_study does: reseeded on resume
+    remaining = opts.trials - complete_count(study)
+    budget = remaining + opts.trials  # failures do not count: at most --trials extra attempts
+    while remaining > 0 and budget > 0:
+        samples = min(remaining, budget)
+        searcher = DistinctOptunaSearch(
+            space=SuggestTrial(space),
+            metric=list(opts.objectives),
+            mode=list(opts.directions.values()),
+            sampler=sampler,
+            study_name=STUDY_NAME,
+            storage=progress.storage,
+        )
+        before = progress.finished
+        _tuner(trainable, searcher, samples, opts, writer, progress).fit()
+        if searcher.exhausted:
+            msg = f"search: {MAX_DUPLICATES} proposals in a row repeated measured architectures; stopping"
+            print(msg, file=progress.terminal.out, flush=True)
+            break
+        if progress.finished - before < samples:  # Ray Tune stops gracefully on Ctrl-C
+            raise KeyboardInterrupt("Ray Tune stopped before its trials finished")
+        budget -= samples
+        remaining = opts.trials - complete_count(study)
