@@ -1,5 +1,6 @@
 """The pruning report: complexity, measured runtime and PSNR of the model before pruning, right after pruning
-and after fine-tuning, as ``report.json`` + ``report.md`` in the output folder.
+(the final masks on the original weights), after the rounds (their refits and fine-tunes, when there are any
+and a final fine-tune follows) and after fine-tuning, as ``report.json`` + ``report.md`` in the output folder.
 
 - complexity: ``nas.measure.profiler.count_complexity`` at the report's input size (params, FLOPs in the
   ``model_summary`` convention, activations, #conv), each also as a fraction of the first stage;
@@ -45,6 +46,7 @@ from pruning.state import masks_from_data
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+AFTER_ROUNDS = "after the rounds"  # the rounds' refits and fine-tunes, before the final fine-tune
 COUNT_KEYS = ("params", "flops", "activations", "num_conv")
 BENCHMARKS = ("Set5", "Set14")
 
@@ -247,8 +249,11 @@ def stage_report(
     device: torch.device,
     val_data: Sequence[Pair] | None,
     source: str | None,
+    *,
+    after_rounds: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """The report of a schedule: before / after pruning (the final masks on the original weights) / after
+    """The report of a schedule: before / after pruning (the final masks on the original weights) / after the
+    rounds (``after_rounds``, when given: their refits and fine-tunes, before the final fine-tune) / after
     fine-tuning, plus the other mode's architecture at the same target (``other_mode_model``) timed beside."""
     teacher = teacher.to(device)
     spec = teacher.spec
@@ -261,7 +266,10 @@ def stage_report(
     achieved = state["rounds"][-1]["counts"][cfg.proxy_metric] / state["baseline"][cfg.proxy_metric]
     alt, notes = other_mode_model(teacher, cfg, other, achieved)
     extra = {f"{other} mode, same {cfg.proxy_metric}": alt} if alt is not None else {}
-    stages = {"before": teacher, "after pruning": pruned, "after fine-tuning": small.to(device)}
+    stages = {"before": teacher, "after pruning": pruned}
+    if after_rounds is not None:
+        stages[AFTER_ROUNDS] = after_rounds.to(device)
+    stages["after fine-tuning"] = small.to(device)
     rounds = [{k: v for k, v in r.items() if k != "masks"} for r in state["rounds"]]
     info = {
         "model": source or spec.get("name", "model"),
@@ -281,7 +289,7 @@ def stage_report(
         device=str(device),
         val_pairs=val_data,
         benchmarks=benchmark_folders(cfg.benchmarks, spec["scale"]),
-        same_architecture={"after fine-tuning": "after pruning"},
+        same_architecture={"after fine-tuning": "after pruning", AFTER_ROUNDS: "after pruning"},
         extra_runtime=extra,
         repeats=cfg.repeats,
         warmup=cfg.warmup,

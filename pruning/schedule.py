@@ -146,8 +146,8 @@ def prune(
         run.gated.remove()
         return PruneResult(str(out), model, own, rounds, None, resumed, True, round(time.time() - start, 2))
     final_masks = masks_to_data(run.gated)
-    small, small_spec, final = _final(run)
-    report = _report(run, small, final_masks, source)
+    small, small_spec, final, after_rounds = _final(run)
+    report = _report(run, small, final_masks, source, after_rounds)
     seconds = round(time.time() - start, 2)
     return PruneResult(str(out), small.cpu(), small_spec, rounds, report, resumed, False, seconds, final)
 
@@ -330,14 +330,19 @@ def _fine_tune(run: _Run, model: nn.Module, folder: Path, steps: int, lr: float,
     return train(model, run.data, tcfg, folder, val_data=run.val, teacher=teacher, teacher_weight=teacher_weight)
 
 
-def _final(run: _Run) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """Shrink, fine-tune ``final_steps`` and save the model into the output folder (or load it when done)."""
+def _final(run: _Run) -> tuple[nn.Module, dict[str, Any], dict[str, Any], nn.Module | None]:
+    """Shrink, fine-tune ``final_steps`` and save the model into the output folder (or load it when done).
+
+    The fourth value is the shrunk model as the rounds left it (their refits and fine-tunes, before the final
+    fine-tune), when that differs from both the plain pruned and the final model; else None."""
     cfg, state = run.cfg, run.state
     small, small_spec = shrink(run.gated)
     run.gated.remove()
+    changed = (cfg.reconstruct or cfg.round_steps > 0) and cfg.final_steps > 0
     final = state["final"] or {"done": False}
     if final["done"]:
-        return load_model(run.out).model, small_spec, final
+        return load_model(run.out).model, small_spec, final, small if changed else None
+    after_rounds = copy.deepcopy(small).cpu() if changed else None
     final_start = time.time()
     if cfg.final_steps > 0:
         lr = cfg.final_lr or cfg.lr
@@ -347,10 +352,12 @@ def _final(run: _Run) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     final.update(done=True, seconds=round(time.time() - final_start, 2))
     state["final"] = final
     run.save()
-    return small, small_spec, final
+    return small, small_spec, final, after_rounds
 
 
-def _report(run: _Run, small: nn.Module, masks: dict[str, str], source: str | None) -> dict[str, Any] | None:
+def _report(
+    run: _Run, small: nn.Module, masks: dict[str, str], source: str | None, after_rounds: nn.Module | None
+) -> dict[str, Any] | None:
     """The report (``pruning.report.stage_report``), made once per set of benchmarks."""
     cfg, state, out = run.cfg, run.state, run.out
     if not cfg.report:
@@ -360,7 +367,9 @@ def _report(run: _Run, small: nn.Module, masks: dict[str, str], source: str | No
         return json.loads((out / REPORT_JSON).read_text())
     run.say("report: timing and evaluating the unpruned, pruned and fine-tuned models")
     report_start = time.time()
-    report = stage_report(run.teacher, small, masks, state, cfg, run.minimum, run.device, run.val, source)
+    report = stage_report(
+        run.teacher, small, masks, state, cfg, run.minimum, run.device, run.val, source, after_rounds=after_rounds
+    )
     write_prune_report(out, report)
     state["report"] = {"seconds": round(time.time() - report_start, 2), "benchmarks": list(cfg.benchmarks)}
     run.save()

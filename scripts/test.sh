@@ -12,4 +12,12 @@ fi
 .venv/bin/ruff check nas pruning scripts tests
 .venv/bin/ruff format --check nas pruning scripts tests
 .venv/bin/lint-imports  # the layering contracts in pyproject.toml
-.venv/bin/python -m pytest -q "$@"
+# Every core runs tests (pytest-xdist), whole files per worker so module fixtures (a trained supernet, a Ray
+# instance) are built once; one torch thread per worker so the workers do not oversubscribe the cores.
+# SRNAS_TEST_WORKERS=0 runs in one process (as does any -p no:xdist / -n given by the caller).
+workers="${SRNAS_TEST_WORKERS:-auto}"
+if [ "$workers" = 0 ]; then
+    .venv/bin/python -m pytest -q "$@"
+else
+    OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" .venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@"
+fi

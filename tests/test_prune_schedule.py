@@ -343,11 +343,17 @@ def test_cli_prune_writes_a_model_folder(smooth_pairs, tmp_path, capsys):
     args += ["--bench", "none", "--repeats", "2", "--json"]
     assert main(args) == 0
     info = json.loads(capsys.readouterr().out)
-    assert not info["resumed"] and [s["stage"] for s in info["report"]["stages"]] == [
+    stages = info["report"]["stages"]
+    assert not info["resumed"] and [s["stage"] for s in stages] == [
         "before",
         "after pruning",
+        "after the rounds",  # the round's fine-tune, before the final one
         "after fine-tuning",
     ]
+    # the rounds' model is the one the last round ended with: its fine-tune's validation PSNR
+    state = json.loads((out / STATE_FILE).read_text())
+    assert stages[2]["psnr_y"]["val"] == pytest.approx(state["rounds"][-1]["val_psnr"], abs=1e-3)
+    assert stages[2]["psnr_y"]["val"] != pytest.approx(stages[1]["psnr_y"]["val"], abs=1e-6)
     for name in ("spec.yaml", "weights.safetensors", "report.json", "report.md", STATE_FILE):
         assert (out / name).is_file(), name
     small = profile_model(load_model(out).model, SIZE)
