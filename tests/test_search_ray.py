@@ -16,6 +16,7 @@ import pytest
 import ray
 
 from nas.results.runs import TRIAL_COLUMNS
+from nas.search.backends.ray import connect
 from nas.search.evaluator import _key  # to poison one cached PSNR
 from nas.search.options import SearchOptions
 from nas.search.run import run_search, train_supernet
@@ -61,14 +62,7 @@ METRICS = ["psnr", "runtime_ms", "activations", "params", "flops", "flops_fvcore
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(
-        address="local",
-        _node_ip_address="127.0.0.1",  # loopback only
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=128 * 1024**2,
-        logging_level="WARNING",
-    )
+    assert connect(OPTS)  # the backend's own local start (loopback only, 2 CPUs)
     yield
     ray.shutdown()
 
@@ -101,6 +95,16 @@ def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "results" / run_dir.name
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("ray"))
     return copy
+
+
+def test_trials_run_at_normal_priority(local_ray):
+    """Ray would start its workers at niceness 15, starved by any other work on the machine."""
+
+    @ray.remote
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0)
 
 
 def test_ray_trials_fill_the_study_and_tables(first_run):

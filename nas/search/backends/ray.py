@@ -284,6 +284,9 @@ def connect(opts: SearchOptions) -> bool:
             include_dashboard=False,
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
             logging_level=logging.WARNING,
+            # Ray starts its workers at niceness 15 by default: on a busy machine they (the trials) would get
+            # only what other work leaves; the trials are the job here
+            _system_config={"worker_niceness": 0},
         )
     return True
 
