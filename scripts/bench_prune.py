@@ -113,10 +113,10 @@ def prune_args(case: dict[str, Any], folder: Path, args) -> list[str]:
     return argv
 
 
-def variant_suffix(args, case: dict[str, Any]) -> str:
+def variant_suffix(args, case: dict[str, Any] | None = None) -> str:
     """What the options add to each case's name (and folder), so variants of one case never share a folder
     (``--importance`` and ``--reconstruct`` are srnas prune's: TP cases ignore them)."""
-    parts = ["", ""] if is_tp(case) else [args.importance or "", "rec" if args.reconstruct else ""]
+    parts = ["", ""] if case is not None and is_tp(case) else [args.importance or "", "rec" if args.reconstruct else ""]
     parts.append("data" if args.data else "")
     return "".join(f"-{p}" for p in parts if p)
 

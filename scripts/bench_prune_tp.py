@@ -49,7 +49,7 @@ TP_VERSION = "1.6.1"  # the version the bench was run with (pyproject's bench ex
 TP_STATE = "tp_state.json"
 PRUNED_DIR = "pruned"
 MAX_RATIO = 0.9  # upper end of the ratio search
-RATIO_STEPS = 12  # bisection steps: ratio resolution 0.9 / 2**12
+RATIO_STEPS = 12  # bisection steps below the highest ratio that reaches the target (resolution < 0.9 / 2**12)
 TAYLOR_SEED_OFFSET = 7919  # srnas's first-round scoring batches (pruning.schedule._scores, round 1)
 VAL_MAX_SIZE = 256  # srnas prune's default --val-max-size
 EXAMPLE_SIDE = 16  # LR side of TP's tracing input
@@ -164,11 +164,15 @@ def search_ratio(model: nn.Module, importance: str, cfg: PruneConfig) -> tuple[n
         pruned, keep = tp_prune(model, importance, ratio)
         return pruned, keep, count_complexity(pruned, cfg.input_size).activations / base
 
-    lo, hi = 0.0, MAX_RATIO
-    best = attempt(hi)
-    trace = [{"ratio": hi, "activations_ratio": best[2]}]
-    if best[2] > cfg.target:
-        raise SrnasError(f"Torch-Pruning at ratio {hi} keeps {best[2]:.3f} of the activations, above {cfg.target}")
+    trace: list[dict[str, float]] = []
+    for top in range(round(MAX_RATIO * 10), 0, -1):  # TP skips a group it would empty: high ratios may prune less
+        lo, hi = 0.0, top / 10
+        best = attempt(hi)
+        trace.append({"ratio": hi, "activations_ratio": best[2]})
+        if best[2] <= cfg.target:
+            break
+    else:
+        raise SrnasError(f"Torch-Pruning reaches {cfg.target} of the activations at no ratio in (0, {MAX_RATIO}]")
     for _ in range(RATIO_STEPS):
         mid = (lo + hi) / 2
         candidate = attempt(mid)
