@@ -70,7 +70,10 @@ from pruning.state import (
     save_state,
 )
 
-__all__ = ["STATE_FILE", "PruneConfig", "PruneResult", "prune"]  # PruneConfig: re-exported from pruning.config
+# PruneConfig: re-exported from pruning.config
+__all__ = ["STATE_FILE", "PruneConfig", "PruneResult", "final_fine_tune_config", "fine_tune_config", "prune"]
+FINAL_DIR = "final"  # the final fine-tune's train folder in the output folder
+FINAL_SEED_OFFSET = 1000  # the final fine-tune's seed is cfg.seed + this
 
 
 @dataclass
@@ -309,11 +312,9 @@ def _scores(gated: GatedModel, cfg: PruneConfig, data: PairedImages, round_index
     return scores(gated, data, cfg.score_batches, cfg.batch_size, cfg.patch_size, seed)
 
 
-def _fine_tune(run: _Run, model: nn.Module, folder: Path, steps: int, lr: float, seed: int) -> TrainResult:
-    """Distillation fine-tune with the shared loop (resumable in ``folder``)."""
-    cfg = run.cfg
-    teacher_weight = 1.0 - cfg.gt_weight
-    tcfg = TrainConfig(
+def fine_tune_config(cfg: PruneConfig, steps: int, lr: float, seed: int) -> TrainConfig:
+    """The shared loop's options of one of the schedule's fine-tunes (cosine from ``lr`` to ``lr / 100``)."""
+    return TrainConfig(
         steps=steps,
         batch_size=cfg.batch_size,
         patch_size=cfg.patch_size,
@@ -326,6 +327,18 @@ def _fine_tune(run: _Run, model: nn.Module, folder: Path, steps: int, lr: float,
         device=cfg.device,
         progress=cfg.progress,
     )
+
+
+def final_fine_tune_config(cfg: PruneConfig) -> TrainConfig:
+    """The options of the final fine-tune of the shrunk model (``DIR/final/``)."""
+    return fine_tune_config(cfg, cfg.final_steps, cfg.final_lr or cfg.lr, cfg.seed + FINAL_SEED_OFFSET)
+
+
+def _fine_tune(run: _Run, model: nn.Module, folder: Path, steps: int, lr: float, seed: int) -> TrainResult:
+    """Distillation fine-tune with the shared loop (resumable in ``folder``)."""
+    cfg = run.cfg
+    teacher_weight = 1.0 - cfg.gt_weight
+    tcfg = fine_tune_config(cfg, steps, lr, seed)
     teacher = run.teacher if teacher_weight > 0 else None
     return train(model, run.data, tcfg, folder, val_data=run.val, teacher=teacher, teacher_weight=teacher_weight)
 
@@ -345,8 +358,8 @@ def _final(run: _Run) -> tuple[nn.Module, dict[str, Any], dict[str, Any], nn.Mod
     after_rounds = copy.deepcopy(small).cpu() if changed else None
     final_start = time.time()
     if cfg.final_steps > 0:
-        lr = cfg.final_lr or cfg.lr
-        result = _fine_tune(run, small, run.out / "final", cfg.final_steps, lr, cfg.seed + 1000)
+        tcfg = final_fine_tune_config(cfg)
+        result = _fine_tune(run, small, run.out / FINAL_DIR, tcfg.steps, tcfg.lr, tcfg.seed)
         final["val_psnr"] = result.final_psnr
     save_model(run.out, small.cpu(), small_spec)
     final.update(done=True, seconds=round(time.time() - final_start, 2))

@@ -2,7 +2,9 @@
 
 A case is ``MODEL[:MODE]:TARGET`` (activations fraction; MODE coupled (default) or fine), e.g. ``rfdn:0.75`` or
 ``rfdn:fine:0.75``. Each case is pruned from the model's official checkpoint by ``srnas prune`` (the CLI, run
-in-process, fine-tuning on the embedded photos) into ``results/bench/prune/<case>/``; a finished case folder is
+in-process, fine-tuning on the embedded photos) into ``results/bench/prune/<case>/``. MODE ``tp-magnitude`` or
+``tp-taylor`` (e.g. ``rfdn:tp-magnitude:0.75``) is the Torch-Pruning peer at the same activations with srnas
+prune's final fine-tune (``bench_prune_tp``; needs the ``bench`` extra). A finished case folder is
 reused and an unfinished one continues where it stopped (the pruner is resumable), so the script can be run
 again after a crash or with more cases. Then every pruned model is timed **in one run, interleaved with its
 unpruned model** (``pruning.report.measure_runtimes`` at ``--size``), so the runtime ratios do not depend on
@@ -13,6 +15,9 @@ has NTIRE 2022's pruned RFDN (``rfdn_pruned``), it is measured beside RFDN as th
     .venv/bin/python scripts/bench_prune.py                                   # the default cases (~1 h on 2 cores)
     .venv/bin/python scripts/bench_prune.py --cases rfdn:0.82 --prune-only    # prune one case, measure later
     .venv/bin/python scripts/bench_prune.py --measure-only                    # table of the finished cases
+
+A requested case whose folder is absent (``results/bench/prune/`` is not committed) but that has a row in the
+previous ``results/bench/prune.json`` keeps that row, marked with the date of the run that measured it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 import torch
 from bench_common import bench_dir, command_line, environment, make_parser, markdown_table, print_table, write_results
+from bench_prune_tp import TP_MODES, run_tp_case, tp_seconds
 
 from nas import zoo
 from nas.cli.main import main as srnas
@@ -34,8 +40,17 @@ from pruning.report import REPORT_JSON, benchmark_folders, measure_runtimes, psn
 from pruning.state import STATE_FILE
 
 NAME = "prune"
-DEFAULT_CASES = ("rfdn:0.82", "rfdn:0.75", "rfdn:fine:0.75", "rfdn:0.5", "pan:0.75", "imdn:0.75")
-MODES = ("coupled", "fine")
+DEFAULT_CASES = (
+    "rfdn:0.82",
+    "rfdn:0.75",
+    "rfdn:fine:0.75",
+    "rfdn:tp-magnitude:0.75",
+    "rfdn:tp-taylor:0.75",
+    "rfdn:0.5",
+    "pan:0.75",
+    "imdn:0.75",
+)
+MODES = ("coupled", "fine", *TP_MODES)
 REFERENCE = {"rfdn": "rfdn_pruned"}  # pruned models of the field measured beside their base model
 SETS = ("Set5", "Set14")
 STAGES = ("before", "after pruning", "after fine-tuning")
@@ -45,12 +60,12 @@ def parse_case(text: str) -> dict[str, Any]:
     """``MODEL[:MODE]:TARGET`` -> ``{"name", "model", "mode", "target"}``; a clear error for anything else."""
     parts = text.split(":")
     if len(parts) not in (2, 3):
-        raise SrnasError(f"case {text!r}: expected MODEL[:MODE]:TARGET, e.g. rfdn:0.75 or rfdn:fine:0.75")
+        raise SrnasError(f"case {text!r}: expected MODEL[:MODE]:TARGET, e.g. rfdn:0.75 or rfdn:tp-taylor:0.75")
     model, mode = parts[0], parts[1] if len(parts) == 3 else "coupled"
     if model not in zoo.list_zoo():
         raise SrnasError(f"case {text!r}: unknown zoo model {model!r} (known: {', '.join(zoo.list_zoo())})")
     if mode not in MODES:
-        raise SrnasError(f"case {text!r}: unknown mode {mode!r} (expected {' or '.join(MODES)})")
+        raise SrnasError(f"case {text!r}: unknown mode {mode!r} (expected one of {', '.join(MODES)})")
     try:
         target = float(parts[-1])
     except ValueError:
@@ -59,6 +74,22 @@ def parse_case(text: str) -> dict[str, Any]:
         raise SrnasError(f"case {text!r}: target must be a fraction in (0, 1), got {target}")
     mode_part = "" if mode == "coupled" else f"-{mode}"
     return {"name": f"{model}{mode_part}-a{round(target * 100):03d}", "model": model, "mode": mode, "target": target}
+
+
+def is_tp(case: dict[str, Any]) -> bool:
+    """Whether the case is a Torch-Pruning peer (``bench_prune_tp``) rather than ``srnas prune``."""
+    return case["mode"] in TP_MODES
+
+
+def case_command(case: dict[str, Any], args) -> str:
+    """How to reproduce a case (DIR = its folder), for the Markdown."""
+    if not is_tp(case):
+        return f"srnas {' '.join(prune_args(case, Path('DIR'), args))}"
+    spec = f"{case['model']}:{case['mode']}:{case['target']}"
+    extra = [
+        f"--{o.replace('_', '-')} {getattr(args, o)}" for o in ("steps", "score_batches", "data") if getattr(args, o)
+    ]
+    return " ".join(["python scripts/bench_prune.py --cases", spec, *extra, "--prune-only"])
 
 
 def prune_args(case: dict[str, Any], folder: Path, args) -> list[str]:
@@ -82,9 +113,11 @@ def prune_args(case: dict[str, Any], folder: Path, args) -> list[str]:
     return argv
 
 
-def variant_suffix(args) -> str:
-    """What the options add to each case's name (and folder), so variants of one case never share a folder."""
-    parts = [args.importance or "", "rec" if args.reconstruct else "", "data" if args.data else ""]
+def variant_suffix(args, case: dict[str, Any] | None = None) -> str:
+    """What the options add to each case's name (and folder), so variants of one case never share a folder
+    (``--importance`` and ``--reconstruct`` are srnas prune's: TP cases ignore them)."""
+    parts = ["", ""] if case is not None and is_tp(case) else [args.importance or "", "rec" if args.reconstruct else ""]
+    parts.append("data" if args.data else "")
     return "".join(f"-{p}" for p in parts if p)
 
 
@@ -95,6 +128,8 @@ def finished(folder: Path) -> bool:
 
 def run_case(case: dict[str, Any], folder: Path, args) -> float:
     """Prune one case (continuing an unfinished folder); returns the wall seconds of this call."""
+    if is_tp(case):
+        return run_tp_case(case, folder, args)
     start = time.time()
     code = srnas(prune_args(case, folder, args))
     if code != 0 or not finished(folder):
@@ -126,7 +161,7 @@ def case_row(case: dict[str, Any], folder: Path, report: dict[str, Any]) -> dict
         "params_ratio": after["params"] / before["params"],
         "flops_ratio": after["flops"] / before["flops"],
         "activations_ratio": after["activations"] / before["activations"],
-        "prune_seconds": prune_seconds(folder),
+        "prune_seconds": tp_seconds(folder) if is_tp(case) else prune_seconds(folder),
     }
     for name in SETS:
         if name in before["psnr_y"]:
@@ -196,6 +231,65 @@ def measure(cases: list[dict[str, Any]], work: Path, args) -> list[dict[str, Any
     return rows
 
 
+def previous_rows() -> tuple[dict[str, dict[str, Any]], str]:
+    """The rows of the previous ``prune.json`` by case name, and the date (YYYY-MM-DD) of the run that wrote it."""
+    try:
+        data = json.loads((bench_dir() / f"{NAME}.json").read_text())
+    except (OSError, ValueError):
+        return {}, ""
+    date = str((data.get("environment") or {}).get("date", ""))[:10]
+    return {r["case"]: r for r in data.get("rows", []) if "case" in r}, date
+
+
+def with_previous(
+    cases: list[dict[str, Any]], rows: list[dict[str, Any]], work: Path, previous: dict[str, Any], date: str
+) -> list[dict[str, Any]]:
+    """``rows`` in case order (each base model's reference last), plus the previous run's row of every case whose
+    folder is absent, marked with that run's date in ``measured``; rows timed now say ``this run``."""
+    now = {r["case"]: {**r, "measured": "this run"} for r in rows}
+    out: list[dict[str, Any]] = []
+    for base in dict.fromkeys(c["model"] for c in cases):
+        names = [c["name"] for c in cases if c["model"] == base]
+        if base in REFERENCE:
+            names.append(f"{REFERENCE[base]} (official, reference)")
+        for name in names:
+            if name in now:
+                out.append(now[name])
+            elif name in previous and not finished(work / name):
+                print(f"[bench_prune] {name}: no case folder; its row from the {date} run is kept")
+                out.append({"measured": f"{date} run", **previous[name]})
+    return out
+
+
+def markdown_body(cases: list[dict[str, Any]], rows: list[dict[str, Any]], table: list[dict[str, Any]], args) -> str:
+    """The Markdown of the table: what each case is, how it was measured, the table and the commands."""
+    shown = {r["case"] for r in rows}
+    commands = "\n".join(f"- `{c['name']}`: `{case_command(c, args)}`" for c in cases if c["name"] in shown)
+    kept = sorted({r["measured"] for r in rows if r.get("measured", "this run") != "this run"})
+    kept_note = (
+        f" Rows whose `measured` is not `this run` ({', '.join(kept)}) had no case folder on disk here: they are "
+        "kept from the previous `prune.json` as they were (runtime ratio timed in that run, its threads and "
+        "load), not re-run."
+        if kept
+        else ""
+    )
+    return (
+        "Each case: the official checkpoint pruned by `srnas prune` (coupled = channel groups through residuals "
+        "and concatenations, fine = every conv independently; Taylor importance per activation unless "
+        f"the case name says otherwise; distillation fine-tuning on {args.data or 'the embedded photos'}). "
+        "`tp-magnitude` / `tp-taylor`: the same checkpoint pruned by Torch-Pruning 1.6.1's DepGraph `MetaPruner` "
+        "(one shot, one ratio for every channel group, `MagnitudeImportance` / `TaylorImportance`, the upsampler "
+        "conv before PixelShuffle unpruned), its ratio bisected to the same activations (srnas's profiler), then "
+        "srnas prune's final fine-tune (same steps, batch, patch, cosine LR, seed and distillation; no rounds). "
+        "Ratios are of the pruned model to its unpruned model; CPU runtime "
+        f"ratios timed in this run, interleaved with the unpruned model, {args.repeats} repeats at "
+        f"{args.size}x{args.size} (median). PSNR: Y, 4-pixel border, from each case's report; Δ = after "
+        "fine-tuning - before. `prune s`: the pruner's own wall time (rounds + final fine-tune + report; TP: "
+        "ratio search + fine-tune + report), on whatever else the machine was doing then."
+        f"{kept_note}\n\n{markdown_table(table)}\n\nCommands (DIR = the case folder):\n\n{commands}\n"
+    )
+
+
 COLUMNS = {
     "case": "case",
     "params": "params",
@@ -209,6 +303,7 @@ COLUMNS = {
     "Set5_drop": "Set5 Δ",
     "Set14_drop": "Set14 Δ",
     "prune_seconds": "prune s",
+    "measured": "measured",
 }
 
 
@@ -251,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cases = [parse_case(c) for c in args.cases]
     for case in cases:
-        case["name"] += variant_suffix(args)
+        case["name"] += variant_suffix(args, case)
     work = args.work or bench_dir() / NAME
     if not args.measure_only:
         for case in cases:
@@ -259,32 +354,17 @@ def main(argv: list[str] | None = None) -> int:
             if finished(folder):
                 print(f"[bench_prune] {case['name']}: finished earlier ({folder})")
                 continue
-            print(f"[bench_prune] {case['name']}: srnas {' '.join(prune_args(case, folder, args))}")
+            print(f"[bench_prune] {case['name']}: {case_command(case, args)}")
             print(f"[bench_prune] {case['name']}: done in {run_case(case, folder, args):.0f} s")
     if args.prune_only:
         return 0
     env = environment([args.device])  # before timing: its load figure is the machine's, not this script's
-    rows = measure(cases, work, args)
+    previous, previous_date = previous_rows()
+    rows = with_previous(cases, measure(cases, work, args), work, previous, previous_date)
     if not rows:
         raise SystemExit("bench_prune: no finished case to report")
     table = display(rows)
     print_table(table)
-    commands = "\n".join(
-        f"- `{c['name']}`: `srnas {' '.join(prune_args(c, Path('DIR'), args))}`"
-        for c in cases
-        if finished(work / c["name"])
-    )
-    body = (
-        "Each case: the official checkpoint pruned by `srnas prune` (coupled = channel groups through residuals "
-        "and concatenations, fine = every conv independently; Taylor importance per activation unless "
-        f"the case name says otherwise; distillation fine-tuning on {args.data or 'the embedded photos'}). "
-        "Ratios are of the pruned model to its unpruned model; CPU runtime "
-        f"ratios timed in this run, interleaved with the unpruned model, {args.repeats} repeats at "
-        f"{args.size}x{args.size} (median). PSNR: Y, 4-pixel border, from each case's report; Δ = after "
-        "fine-tuning - before. `prune s`: the pruner's own wall time (rounds + final fine-tune + report), "
-        "on whatever else the machine was doing then.\n\n"
-        f"{markdown_table(table)}\n\nCommands (DIR = the case folder):\n\n{commands}\n"
-    )
     write_results(
         NAME,
         title="Pruning: size, runtime and PSNR cost",
@@ -292,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         command=command_line("bench_prune.py", argv),
         arguments={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         results={"rows": rows},
-        body=body,
+        body=markdown_body(cases, rows, table, args),
     )
     return 0
 
