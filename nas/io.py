@@ -35,7 +35,7 @@ def temp_prefix(name: str) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (one of another user counts as alive)."""
+    """Whether a process ``pid`` exists on this host (one of another user counts as alive; pids <= 0 never do)."""
     if pid <= 0:
         return False
     try:
@@ -44,6 +44,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except (OSError, ValueError, OverflowError):  # e.g. a pid beyond the platform's range
+        return False
     return True
 
 

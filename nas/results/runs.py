@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ import pandas as pd
 import yaml
 
 from nas.errors import SrnasError
-from nas.io import atomic_write, remove_stale_temps
+from nas.io import atomic_write, pid_alive, remove_stale_temps
 from nas.results.lock import file_lock
 from nas.results.pareto import COMPLETE, direction, first_of_each_spec, non_dominated
 
@@ -164,21 +163,6 @@ def _trial_table(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     for col in NUMERIC_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df.reset_index(drop=True)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this host (pids <= 0 never do)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OSError, ValueError, OverflowError):
-        return False
-    return True
 
 
 def _read_status(path: Path, problems: list[str]) -> tuple[str, dict[str, Any]]:

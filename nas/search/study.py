@@ -23,7 +23,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from nas.results.runs import TRIAL_COLUMNS, pid_alive
+from nas.io import pid_alive
+from nas.results.runs import TRIAL_COLUMNS
 from nas.search.journal import journal_storage
 from nas.search.options import SearchOptions
 from nas.search.space import SearchSpace
