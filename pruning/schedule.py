@@ -215,7 +215,8 @@ def _rounds(run: _Run, on_round: Callable[[int, dict[str, Any]], bool | None] | 
                 + (f", val PSNR-Y {record['val_psnr_pruned']:.3f} dB" if "val_psnr_pruned" in record else "")
             )
         if cfg.round_steps > 0:
-            result = _fine_tune(run, run.gated, round_dir(run.out, k), cfg.round_steps, cfg.lr, cfg.seed + k)
+            tcfg = fine_tune_config(cfg, cfg.round_steps, cfg.lr, cfg.seed + k)
+            result = _fine_tune(run, run.gated, round_dir(run.out, k), tcfg)
             record["val_psnr"] = result.final_psnr
         record["done"] = True
         record["seconds"] = round(record.get("seconds", 0.0) + time.time() - round_start, 2)
@@ -334,11 +335,9 @@ def final_fine_tune_config(cfg: PruneConfig) -> TrainConfig:
     return fine_tune_config(cfg, cfg.final_steps, cfg.final_lr or cfg.lr, cfg.seed + FINAL_SEED_OFFSET)
 
 
-def _fine_tune(run: _Run, model: nn.Module, folder: Path, steps: int, lr: float, seed: int) -> TrainResult:
+def _fine_tune(run: _Run, model: nn.Module, folder: Path, tcfg: TrainConfig) -> TrainResult:
     """Distillation fine-tune with the shared loop (resumable in ``folder``)."""
-    cfg = run.cfg
-    teacher_weight = 1.0 - cfg.gt_weight
-    tcfg = fine_tune_config(cfg, steps, lr, seed)
+    teacher_weight = 1.0 - run.cfg.gt_weight
     teacher = run.teacher if teacher_weight > 0 else None
     return train(model, run.data, tcfg, folder, val_data=run.val, teacher=teacher, teacher_weight=teacher_weight)
 
@@ -358,8 +357,7 @@ def _final(run: _Run) -> tuple[nn.Module, dict[str, Any], dict[str, Any], nn.Mod
     after_rounds = copy.deepcopy(small).cpu() if changed else None
     final_start = time.time()
     if cfg.final_steps > 0:
-        tcfg = final_fine_tune_config(cfg)
-        result = _fine_tune(run, small, run.out / FINAL_DIR, tcfg.steps, tcfg.lr, tcfg.seed)
+        result = _fine_tune(run, small, run.out / FINAL_DIR, final_fine_tune_config(cfg))
         final["val_psnr"] = result.final_psnr
     save_model(run.out, small.cpu(), small_spec)
     final.update(done=True, seconds=round(time.time() - final_start, 2))

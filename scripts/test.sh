@@ -14,7 +14,7 @@ fi
 .venv/bin/lint-imports  # the layering contracts in pyproject.toml
 # Every core runs tests (pytest-xdist), whole files per worker so module fixtures (a trained supernet, a Ray
 # instance) are built once; one torch thread per worker so the workers do not oversubscribe the cores.
-# SRNAS_TEST_WORKERS=0 runs in one process (as does any -p no:xdist / -n given by the caller).
+# SRNAS_TEST_WORKERS=0 runs in one process; a caller's own -n N comes later on the line and wins.
 workers="${SRNAS_TEST_WORKERS:-auto}"
 if [ "$workers" = 0 ]; then
     .venv/bin/python -m pytest -q "$@"

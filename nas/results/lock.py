@@ -100,12 +100,14 @@ def _open_locked(path: Path) -> tuple[int | None, dict[str, Any]]:
     fd = _flock_current(path, blocking=False)
     if fd is not None:
         return fd, _owner(fd)
+    try:  # held by a live process: read its record without locking
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None, {}
     try:
-        with open(path, "rb") as fh:
-            owner = json.loads(fh.read(1 << 16) or b"{}")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        owner = {}
-    return None, owner if isinstance(owner, dict) else {}
+        return None, _owner(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_stale(run_dir: Path, owner: dict[str, Any], force: bool) -> None:
