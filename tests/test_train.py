@@ -376,3 +376,23 @@ def test_divergence_saves_no_best_weights_and_no_stop_checkpoint(dataset, tmp_pa
     with pytest.raises(SrnasError, match="diverged by step 2"):
         train(diverged(), dataset, cfg, tmp_path / "stop", on_step=lambda step, stats: step == 2)
     assert not (tmp_path / "stop" / CHECKPOINT_FILE).exists()
+
+
+def test_a_folder_without_val_split_is_validated_on_the_embedded_photos(tmp_path, capsys):
+    import argparse
+
+    from PIL import Image
+
+    from nas.cli.commands._common import val_pairs_from_args
+    from nas.data import open_pairs, validation_pairs
+
+    tree = tmp_path / "hr" / "sub"
+    tree.mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tree / "a.png")
+    args = argparse.Namespace(data=str(tmp_path / "hr"), val=None, val_max_size=64)
+    val = val_pairs_from_args(args, 4)
+    assert "no val split: validating on the embedded val photos" in capsys.readouterr().err
+    expected = validation_pairs(open_pairs("embedded", 4, "val"), max_size=64)
+    assert [p.name for p in val] == [p.name for p in expected]
+    assert all(np.array_equal(a.hr, b.hr) for a, b in zip(val, expected, strict=True))
+    assert val_pairs_from_args(argparse.Namespace(data=str(tmp_path / "hr"), val="none", val_max_size=64), 4) is None

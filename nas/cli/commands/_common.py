@@ -90,11 +90,18 @@ def print_json(obj: Any) -> None:
 
 
 def val_pairs_from_args(args: argparse.Namespace, scale: int):
-    """--val, or by default the val split of --data when it has one (embedded, DIV2K roots); None for no validation."""
-    from nas.data import has_split, open_pairs, validation_pairs
+    """--val; by default the val split of --data when it has one (embedded, DIV2K roots), else the embedded val
+    photos (said on stderr), so that a run on a folder of HR images is still validated; None for ``--val none``."""
+    from nas.data import EMBEDDED, has_split, open_pairs, validation_pairs
 
     source = args.data if args.val is None else args.val
-    if source == "none" or (args.val is None and not has_split(source, "val")):
+    if source == "none":
         return None
+    if args.val is None and not has_split(source, "val"):
+        print(
+            f"{args.data} has no val split: validating on the embedded val photos (--val DIR|none to change)",
+            file=sys.stderr,
+        )
+        source = EMBEDDED
     split = "val" if has_split(source, "val") else "train"
     return validation_pairs(open_pairs(source, scale, split), max_size=args.val_max_size or None)

@@ -60,7 +60,9 @@ def register(sub) -> None:
         "--round-to", type=positive_int, default=d.round_to, metavar="N", help="pruned widths multiples of N"
     )
     p.add_argument("--data", default=EMBEDDED, help="fine-tuning data: DIR or 'embedded' (default)")
-    p.add_argument("--val", help="validation data: DIR, 'embedded' or 'none' (default: the val split of --data)")
+    p.add_argument(
+        "--val", help="validation data: DIR, 'embedded' or 'none' (default: the val split of --data, else embedded)"
+    )
     p.add_argument(
         "--val-max-size", type=non_negative_int, default=256, help="centre-crop validation HR images (0: whole)"
     )

@@ -51,7 +51,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--val",
-        help="validation data: DIR, 'embedded' or 'none' (default: the val split of --data when it has one)",
+        help="validation data: DIR, 'embedded' or 'none' (default: the val split of --data, else embedded)",
     )
     p.add_argument(
         "--val-max-size",
