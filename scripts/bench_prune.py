@@ -1,11 +1,12 @@
 """The pruner's results in one table: size, activations and CPU runtime ratios, and the PSNR cost, per case.
 
-A case is ``MODEL[:MODE]:TARGET`` (activations fraction; MODE coupled (default) or fine), e.g. ``rfdn:0.75`` or
-``rfdn:fine:0.75``. Each case is pruned from the model's official checkpoint by ``srnas prune`` (the CLI, run
-in-process, fine-tuning on the embedded photos) into ``results/bench/prune/<case>/``. MODE ``tp-magnitude`` or
-``tp-taylor`` (e.g. ``rfdn:tp-magnitude:0.75``) is the Torch-Pruning peer at the same activations with srnas
-prune's final fine-tune (``bench_prune_tp``; needs the ``bench`` extra). A finished case folder is
-reused and an unfinished one continues where it stopped (the pruner is resumable), so the script can be run
+A case is ``MODEL[:MODE]:TARGET`` (MODE coupled (default) or fine; TARGET a fraction of the activations, or of
+another metric with its letter in front: ``r`` measured runtime, ``p`` params, ``f`` FLOPs), e.g. ``rfdn:0.75``,
+``rfdn:fine:0.75`` or ``span:r0.88``. Each case is pruned from the model's official checkpoint by ``srnas prune``
+(the CLI, run in-process, fine-tuning on the embedded photos or ``--data``) into ``results/bench/prune/<case>/``.
+MODE ``tp-magnitude`` or ``tp-taylor`` (e.g. ``rfdn:tp-magnitude:0.75``) is the Torch-Pruning peer at the same
+activations with srnas prune's final fine-tune (``bench_prune_tp``; needs the ``bench`` extra). A finished case
+folder is reused and an unfinished one continues where it stopped (the pruner is resumable), so the script can be run
 again after a crash or with more cases. Then every pruned model is timed **in one run, interleaved with its
 unpruned model** (``pruning.report.measure_runtimes`` at ``--size``), so the runtime ratios do not depend on
 what else the machine did while each case was pruned. PSNR before / after pruning / after fine-tuning comes
@@ -15,6 +16,8 @@ has NTIRE 2022's pruned RFDN (``rfdn_pruned``), it is measured beside RFDN as th
     .venv/bin/python scripts/bench_prune.py                                   # the default cases (~1 h on 2 cores)
     .venv/bin/python scripts/bench_prune.py --cases rfdn:0.82 --prune-only    # prune one case, measure later
     .venv/bin/python scripts/bench_prune.py --measure-only                    # table of the finished cases
+    .venv/bin/python scripts/bench_prune.py --cases span:r0.88 --reconstruct --data ../shared/data/train \
+        --name prune_data                           # a variant of the options: its own table, prune_data.md
 
 A requested case whose folder is absent (``results/bench/prune/`` is not committed) but that has a row in the
 previous ``results/bench/prune.json`` keeps that row, marked with the date of the run that measured it.
@@ -53,6 +56,7 @@ DEFAULT_CASES = (
 MODES = ("coupled", "fine", *TP_MODES)
 REFERENCE = {"rfdn": "rfdn_pruned"}  # pruned models of the field measured beside their base model
 SETS = ("Set5", "Set14")
+METRICS = {"a": "activations", "r": "runtime", "p": "params", "f": "flops"}  # a case's target letter
 STAGES = ("before", "after pruning", "after fine-tuning")
 
 
@@ -66,14 +70,19 @@ def parse_case(text: str) -> dict[str, Any]:
         raise SrnasError(f"case {text!r}: unknown zoo model {model!r} (known: {', '.join(zoo.list_zoo())})")
     if mode not in MODES:
         raise SrnasError(f"case {text!r}: unknown mode {mode!r} (expected one of {', '.join(MODES)})")
+    letter, number = (parts[-1][0], parts[-1][1:]) if parts[-1][:1] in METRICS else ("a", parts[-1])
     try:
-        target = float(parts[-1])
+        target = float(number)
     except ValueError:
-        raise SrnasError(f"case {text!r}: target {parts[-1]!r} is not a number") from None
+        raise SrnasError(f"case {text!r}: target {parts[-1]!r} is not a number (or r0.88, p0.5, f0.5)") from None
     if not 0 < target < 1:
         raise SrnasError(f"case {text!r}: target must be a fraction in (0, 1), got {target}")
+    if mode in TP_MODES and letter != "a":
+        raise SrnasError(f"case {text!r}: the Torch-Pruning cases take an activations target only")
     mode_part = "" if mode == "coupled" else f"-{mode}"
-    return {"name": f"{model}{mode_part}-a{round(target * 100):03d}", "model": model, "mode": mode, "target": target}
+    name = f"{model}{mode_part}-{letter}{round(target * 100):03d}"
+    case = {"name": name, "model": model, "mode": mode, "target": target}
+    return case if letter == "a" else {**case, "metric": METRICS[letter]}
 
 
 def is_tp(case: dict[str, Any]) -> bool:
@@ -97,7 +106,8 @@ def prune_args(case: dict[str, Any], folder: Path, args) -> list[str]:
     ckpt = zoo.checkpoint_path(case["model"])
     if ckpt is None:
         raise SrnasError(f"case {case['name']}: the reference kit has no checkpoint for {case['model']}")
-    argv = ["prune", case["model"], "--weights", str(ckpt), "--target-activations", str(case["target"])]
+    metric = case.get("metric", "activations")
+    argv = ["prune", case["model"], "--weights", str(ckpt), f"--target-{metric}", str(case["target"])]
     argv += ["--mode", case["mode"], "--output", str(folder), "--device", args.device]
     for option in ("steps", "rounds", "round_steps", "score_batches"):
         if getattr(args, option) is not None:
@@ -118,6 +128,7 @@ def variant_suffix(args, case: dict[str, Any] | None = None) -> str:
     (``--importance`` and ``--reconstruct`` are srnas prune's: TP cases ignore them)."""
     parts = ["", ""] if case is not None and is_tp(case) else [args.importance or "", "rec" if args.reconstruct else ""]
     parts.append("data" if args.data else "")
+    parts.append(f"s{args.steps}" if args.steps is not None else "")
     return "".join(f"-{p}" for p in parts if p)
 
 
@@ -157,6 +168,7 @@ def case_row(case: dict[str, Any], folder: Path, report: dict[str, Any]) -> dict
         "model": case["model"],
         "mode": case["mode"],
         "target": case["target"],
+        "metric": case.get("metric", "activations"),
         "params": after["params"],
         "params_ratio": after["params"] / before["params"],
         "flops_ratio": after["flops"] / before["flops"],
@@ -231,10 +243,10 @@ def measure(cases: list[dict[str, Any]], work: Path, args) -> list[dict[str, Any
     return rows
 
 
-def previous_rows() -> tuple[dict[str, dict[str, Any]], str]:
-    """The rows of the previous ``prune.json`` by case name, and the date (YYYY-MM-DD) of the run that wrote it."""
+def previous_rows(name: str = NAME) -> tuple[dict[str, dict[str, Any]], str]:
+    """The rows of the previous ``<name>.json`` by case name, and the date (YYYY-MM-DD) of the run that wrote it."""
     try:
-        data = json.loads((bench_dir() / f"{NAME}.json").read_text())
+        data = json.loads((bench_dir() / f"{name}.json").read_text())
     except (OSError, ValueError):
         return {}, ""
     date = str((data.get("environment") or {}).get("date", ""))[:10]
@@ -276,7 +288,9 @@ def markdown_body(cases: list[dict[str, Any]], rows: list[dict[str, Any]], table
     return (
         "Each case: the official checkpoint pruned by `srnas prune` (coupled = channel groups through residuals "
         "and concatenations, fine = every conv independently; Taylor importance per activation unless "
-        f"the case name says otherwise; distillation fine-tuning on {args.data or 'the embedded photos'}). "
+        f"the case name says otherwise; distillation fine-tuning on {args.data or 'the embedded photos'}; "
+        "`-aNNN` / `-rNNN` / `-pNNN` / `-fNNN`: the target, NNN % of the activations / measured runtime / params / "
+        "FLOPs; `-rec`: `--reconstruct`; `-data`: `--data`; `-sN`: N final fine-tune steps). "
         "`tp-magnitude` / `tp-taylor`: the same checkpoint pruned by Torch-Pruning 1.6.1's DepGraph `MetaPruner` "
         "(one shot, one ratio for every channel group, `MagnitudeImportance` / `TaylorImportance`, the upsampler "
         "conv before PixelShuffle unpruned), its ratio bisected to the same activations (srnas's profiler), then "
@@ -338,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30, help="interleaved timed passes (median)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--name", default=NAME, help="the table's name: results/bench/NAME.{md,json} (one per set of options)"
+    )
     stage = parser.add_mutually_exclusive_group()
     stage.add_argument("--prune-only", action="store_true", help="prune the missing cases, write no table")
     stage.add_argument("--measure-only", action="store_true", help="table of the finished cases, prune nothing")
@@ -359,14 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.prune_only:
         return 0
     env = environment([args.device])  # before timing: its load figure is the machine's, not this script's
-    previous, previous_date = previous_rows()
+    previous, previous_date = previous_rows(args.name)
     rows = with_previous(cases, measure(cases, work, args), work, previous, previous_date)
     if not rows:
         raise SystemExit("bench_prune: no finished case to report")
     table = display(rows)
     print_table(table)
     write_results(
-        NAME,
+        args.name,
         title="Pruning: size, runtime and PSNR cost",
         env=env,
         command=command_line("bench_prune.py", argv),

@@ -82,7 +82,7 @@ def test_tp_cases_parse_and_previous_rows_fill_gaps(tp_bench, tmp_path):
     assert (case["name"], case["mode"], case["target"]) == ("rfdn-tp-taylor-a075", "tp-taylor", 0.75)
     with pytest.raises(SrnasError, match="unknown mode"):
         bp.parse_case("rfdn:tp-l1:0.75")
-    args = SimpleNamespace(importance="l1", reconstruct=True, data=None)
+    args = SimpleNamespace(importance="l1", reconstruct=True, data=None, steps=None)
     assert bp.variant_suffix(args, case) == ""  # srnas prune's options do not apply to TP cases
     cases = [bp.parse_case("rfdn:0.75"), case]
     now = [{"case": "rfdn-tp-taylor-a075", "model": "rfdn"}]

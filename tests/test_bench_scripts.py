@@ -247,12 +247,17 @@ def test_prune_cases_parse_and_reject_bad_ones(results):
     bench = load("bench_prune")
     assert bench.parse_case("rfdn:0.75") == {"name": "rfdn-a075", "model": "rfdn", "mode": "coupled", "target": 0.75}
     assert bench.parse_case("pan:fine:0.5")["name"] == "pan-fine-a050"
+    runtime = bench.parse_case("span:r0.88")
+    assert runtime == {"name": "span-r088", "model": "span", "mode": "coupled", "target": 0.88, "metric": "runtime"}
+    assert bench.parse_case("rfdn:p0.5")["metric"] == "params" and bench.parse_case("rfdn:a0.5")["name"] == "rfdn-a050"
     for bad, match in [
         ("rfdn", "MODEL"),
         ("nope:0.5", "unknown zoo model"),
         ("rfdn:sideways:0.5", "unknown mode"),
         ("rfdn:half", "not a number"),
         ("rfdn:1.2", "fraction"),
+        ("rfdn:x0.5", "not a number"),
+        ("rfdn:tp-taylor:r0.8", "activations target only"),
     ]:
         with pytest.raises(bench.SrnasError, match=match):
             bench.parse_case(bad)
@@ -266,6 +271,10 @@ def test_prune_variants_get_their_own_folders_and_options(results, reference, tm
     argv = bench.prune_args(bench.parse_case("rfdn:0.75"), tmp_path / "case", args)
     assert argv[argv.index("--importance") + 1] == "sensitivity" and "--reconstruct" in argv
     assert argv[argv.index("--data") + 1] == str(tmp_path)
+    argv = bench.prune_args(bench.parse_case("span:r0.88"), tmp_path / "case", args)
+    assert argv[argv.index("--target-runtime") + 1] == "0.88" and "--target-activations" not in argv
+    args.steps = 5000
+    assert bench.variant_suffix(args) == "-sensitivity-rec-data-s5000"
     plain = SimpleNamespace(**_prune_defaults(bench))
     assert bench.variant_suffix(plain) == ""
     plain_argv = bench.prune_args(bench.parse_case("rfdn:0.75"), tmp_path, plain)
