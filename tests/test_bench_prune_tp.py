@@ -103,13 +103,13 @@ def test_tp_case_end_to_end_on_rfdn(tp_bench, reference, tmp_path, monkeypatch):
     argv = ["--cases", "rfdn:tp-magnitude:0.75", "--work", str(work), "--steps", "2", "--sets", "none"]
     argv += ["--repeats", "1", "--warmup", "0", "--size", "32"]
     assert bp.main(argv) == 0
-    folder = work / "rfdn-tp-magnitude-a075"
+    folder = work / "rfdn-tp-magnitude-a075-s2"
     from nas.zoo.resolve import load_model
 
     model = load_model(folder).model
     assert model.upsampler.conv.out_channels == 48
     data = json.loads((tmp_path / "results" / "bench" / "prune.json").read_text())
-    (row,) = [r for r in data["rows"] if r["case"] == "rfdn-tp-magnitude-a075"]
+    (row,) = [r for r in data["rows"] if r["case"] == "rfdn-tp-magnitude-a075-s2"]
     assert 0.7 < row["activations_ratio"] <= 0.75 and row["measured"] == "this run"
     stamp = (folder / "weights.safetensors").stat().st_mtime
     assert bp.main([*argv, "--prune-only"]) == 0  # finished: reused, nothing re-run

@@ -294,12 +294,12 @@ def test_bench_prune_tiny_then_measure_only(results, reference):
     assert bench.main(args) == 0
     data, md = read(results, "prune")
     case, ntire = data["rows"]
-    assert case["case"] == "rfdn-a090" and case["activations_ratio"] <= 0.9
+    assert case["case"] == "rfdn-a090-s1" and case["activations_ratio"] <= 0.9
     assert case["params"] < 433_448 and case["runtime_ratio"] > 0 and case["prune_seconds"] > 0
     assert case["Set5_drop"] == pytest.approx(case["Set5_finetuned"] - case["Set5_before"])
     assert ntire["params"] == 289_888 and ntire["Set5_drop"] == pytest.approx(-0.0137, abs=1e-3)
     assert "srnas prune rfdn --weights" in md and "rfdn_pruned (official, reference)" in md
-    weights = results / "bench" / "prune" / "rfdn-a090" / "weights.safetensors"
+    weights = results / "bench" / "prune" / "rfdn-a090-s1" / "weights.safetensors"
     stamp = weights.stat().st_mtime_ns
 
     assert bench.main([*args, "--measure-only"]) == 0  # the finished case is reused, not pruned again
