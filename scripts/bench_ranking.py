@@ -50,9 +50,11 @@ from bench_common import (
     spearman,
     write_results,
 )
+from torch import nn
 from tqdm import tqdm
 
 from nas.cli.commands.search import find_space
+from nas.data import Pair, PairedImages
 from nas.device import resolve_device
 from nas.errors import SpecError, SrnasError
 from nas.io import atomic_write
@@ -96,18 +98,25 @@ def train_options(space: SearchSpace, args: argparse.Namespace, steps: int | Non
     ).train
 
 
-def open_run(ref: str) -> tuple[SearchSpace, Path]:
-    """The space and supernet weights of a search run (a folder, or a name under the results folder)."""
+def run_space(ref: str) -> tuple[Path, SearchSpace]:
+    """The folder and search space of a search run (a folder, or a name under the results folder)."""
     run = Path(ref) if Path(ref).is_dir() else results_dir(default=REPO_ROOT / "results") / ref
-    config, weights = run / "config.yaml", run / SUPERNET_WEIGHTS
+    config = run / "config.yaml"
     if not config.is_file():
         raise SrnasError(f"{run} is not a search run: {config} not found")
-    if not weights.is_file():
-        raise SrnasError(f"{weights} not found: the run's supernet training has not finished")
     data = yaml.safe_load(config.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("space"), dict):
         raise SrnasError(f"{config} has no 'space' mapping")
-    return parse_space(data["space"], str(config)), weights
+    return run, parse_space(data["space"], str(config))
+
+
+def open_run(ref: str) -> tuple[SearchSpace, Path]:
+    """The space and supernet weights of a search run (a folder, or a name under the results folder)."""
+    run, space = run_space(ref)
+    weights = run / SUPERNET_WEIGHTS
+    if not weights.is_file():
+        raise SrnasError(f"{weights} not found: the run's supernet training has not finished")
+    return space, weights
 
 
 def stratified(space: SearchSpace, n: int, pool: int, seed: int) -> list[dict[str, Any]]:
@@ -119,24 +128,45 @@ def stratified(space: SearchSpace, n: int, pool: int, seed: int) -> list[dict[st
     return [choices[order[i]] for i in picks]
 
 
+def train_from_scratch(
+    spec: dict[str, Any],
+    key: dict[str, Any],
+    opts: SupernetTraining,
+    data: tuple[PairedImages, list[Pair]],
+    device: str,
+    root: Path,
+) -> tuple[str, nn.Module, float, float]:
+    """Train ``build(spec)`` from scratch on ``data`` (train images, validation pairs) in ``root/<id>/``.
+
+    The id hashes ``key`` (what names the model: its choice or spec), the loop's weight-relevant options and the
+    data, so a killed run resumes and a finished one is reused. Returns (id, trained model, validation Y-PSNR,
+    seconds of this call).
+    """
+    cfg = opts.loop_config(device)
+    identity = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_ID}
+    run_id = short_hash({**key, "train": identity, "data": opts.data})
+    folder = root / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "subnet.json", json.dumps({**key, "spec": spec, "train": identity}, indent=2))
+    torch.manual_seed(cfg.seed)
+    model = build(spec)
+    train_data, val = data
+    result = train(model, train_data, cfg, folder, val_data=val)
+    psnr = result.final_psnr
+    if psnr is None:  # only when a finished run's state lacks it
+        psnr = mean_psnr(model, val, train_data.scale, device)
+    return run_id, model, float(psnr), result.seconds
+
+
 def train_standalone(
     choice: dict[str, Any], space: SearchSpace, opts: SupernetTraining, evaluator, device: str
 ) -> tuple[str, float, float]:
     """Train one subnet from scratch (resuming its folder); returns (id, validation Y-PSNR, seconds)."""
-    cfg = opts.loop_config(device)
-    identity = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_ID}
-    run_id = short_hash({"choice": choice, "train": identity, "data": opts.data})
-    folder = ranking_dir() / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = space.to_spec(choice)
-    atomic_write(folder / "subnet.json", json.dumps({"choice": choice, "spec": spec, "train": identity}, indent=2))
-    torch.manual_seed(cfg.seed)
-    model = build(spec)
-    result = train(model, evaluator.train_data, cfg, folder, val_data=evaluator.val)
-    psnr = result.final_psnr
-    if psnr is None:  # only when a finished run's state lacks it
-        psnr = mean_psnr(model, evaluator.val, space.scale, device)
-    return run_id, float(psnr), result.seconds
+    data = (evaluator.train_data, evaluator.val)
+    run_id, _, psnr, seconds = train_from_scratch(
+        space.to_spec(choice), {"choice": choice}, opts, data, device, ranking_dir()
+    )
+    return run_id, psnr, seconds
 
 
 def arg_parser() -> argparse.ArgumentParser:
