@@ -9,6 +9,7 @@ from pathlib import Path
 from nas.cli.commands._common import (
     check_output_dir,
     device_name,
+    non_negative_float,
     non_negative_int,
     open_fraction,
     positive_float,
@@ -78,6 +79,13 @@ def register(sub) -> None:
         "--gt-weight", type=unit_fraction, default=d.gt_weight, help="ground-truth share of the target (0..1)"
     )
     p.add_argument(
+        "--feature-weight",
+        type=non_negative_float,
+        default=d.feature_weight,
+        metavar="W",
+        help="also distil the unpruned model's block outputs (trunk features): loss += W * their mean L1 (0: off)",
+    )
+    p.add_argument(
         "--reconstruct",
         action=argparse.BooleanOptionalAction,
         default=d.reconstruct,
@@ -131,6 +139,7 @@ def run(args) -> int:
         lr=args.lr,
         final_lr=args.final_lr,
         gt_weight=args.gt_weight,
+        feature_weight=args.feature_weight,
         reconstruct=args.reconstruct,
         reconstruct_patches=args.reconstruct_patches,
         input_size=(3, args.size, args.size),
