@@ -80,9 +80,9 @@ def train(
     """Train ``model`` in place on patches of ``train_data``, resuming from ``output_dir``'s checkpoint.
 
     ``teacher`` (frozen, eval mode): the target becomes ``w * teacher(lr) + (1 - w) * hr`` with
-    ``w = teacher_weight``. ``features`` (``nas.train.features``, weight > 0, needs the teacher): the loss gains
-    ``weight *`` the mean distance of the named modules' outputs to the teacher's, captured by forward hooks in
-    the same passes (the teacher's pass also serves the image target) and removed when ``train`` returns.
+    ``w = teacher_weight``. ``features`` (``nas.train.features``; weight > 0 needs the teacher and the single-loss
+    step): the loss gains ``weight *`` the mean distance of the named modules' outputs to the teacher's, captured
+    by forward hooks in the same passes (the teacher's pass also makes the image target), removed on return.
     ``before_step(step)`` runs before each update (``step`` = 1..steps), e.g.
     to sample a supernet path with ``torch``'s RNG (restored on resume). ``on_step(step, stats)``
     runs after each update with ``stats = {"loss", "lr"}`` (+ ``"val_psnr"`` on validation steps);

@@ -29,7 +29,8 @@ Each round scores channels (Gate Decorator Taylor |g*dL/dg|, or L1 of weights), 
 (--cost), prunes the globally cheapest ones towards the target and fine-tunes briefly; after the last round
 the model is physically shrunk and fine-tuned again. Fine-tuning distils from the unpruned model (its outputs
 are the targets; --gt-weight mixes in the ground truth), so small or off-domain --data does not pull the model
-away from what it learned. --target-runtime is measured: each round's candidate is shrunk and timed on the
+away from what it learned; --feature-weight W also distils its block outputs (the trunk features, on the
+channels the pruned model keeps). --target-runtime is measured: each round's candidate is shrunk and timed on the
 device (median of --repeats), with steps chosen on the latency proxy calibrated to those measurements.
 DIR receives spec.yaml + weights.safetensors (a MODEL for every command), report.json / report.md (params,
 FLOPs, activations, #conv, measured runtime and PSNR before / after pruning / after fine-tuning) and
