@@ -3,9 +3,9 @@
 ``FeatureDistillation(layers, weight)`` names the modules to match; each entry is a module name present in both
 networks, or a ``FeatureLayer``: a name per side (one of them may be wrapped, e.g. a gated model whose network
 is its ``model`` attribute) and optionally the channels of each side to compare (those a pruned model kept).
-``FeatureHooks`` captures those modules' outputs while ``capturing()`` -- during the
-teacher's pass (already run for the image target) and the model's pass of one step -- and ``loss()`` is the mean
-over the matched layers of the distance between the two. A layer whose outputs differ in shape (a width the model
+``FeatureHooks`` captures those modules' outputs while ``capturing()`` -- during the teacher's pass (already run
+for the image target) and the model's pass of one step -- and ``loss()`` is the mean over the matched layers of
+the distance between the two. A layer whose outputs differ in shape (a width the model
 pruned) is left out at the first step; none left is an error. A module returning a tuple is matched on its first
 element (the trunk output of a block that also returns side outputs).
 """
