@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,6 +34,9 @@ class PruneConfig:
     to the unpruned model's features (``pruning.reconstruct``) on ``reconstruct_patches`` LR patches of
     ``patch_size``, at most ``reconstruct_rows`` sampled output positions per conv (two forward passes of that
     batch per round: about 20 s for RFDN on a shared 2-core CPU).
+
+    ``feature_weight``: the fine-tunes also distil the unpruned model's block outputs (the trunk features, never
+    pruned in coupled mode): the loss gains ``feature_weight *`` their mean L1 distance (``nas.train.features``).
     """
 
     target: float
@@ -50,6 +54,7 @@ class PruneConfig:
     lr: float = 5e-4
     final_lr: float | None = None  # None: lr
     gt_weight: float = 0.0  # share of the ground truth in the fine-tune target (0: pure distillation)
+    feature_weight: float = 0.0  # weight of the block-output (trunk feature) L1 to the teacher's (0: none)
     reconstruct: bool = False  # least-squares refit of the convs reading pruned channels (pruning.reconstruct)
     reconstruct_patches: int = 64
     reconstruct_rows: int = 16384
@@ -83,6 +88,8 @@ class PruneConfig:
             raise SrnasError("learning rates must be > 0")
         if not 0.0 <= self.gt_weight <= 1.0:
             raise SrnasError(f"gt_weight must be in [0, 1], got {self.gt_weight}")
+        if not (math.isfinite(self.feature_weight) and self.feature_weight >= 0):
+            raise SrnasError(f"feature_weight must be a finite number >= 0, got {self.feature_weight}")
         if not self.reconstruct_ridge >= 0:
             raise SrnasError(f"reconstruct_ridge must be >= 0, got {self.reconstruct_ridge}")
         if len(self.input_size) != 3 or min(self.input_size) < 1:

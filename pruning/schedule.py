@@ -13,7 +13,8 @@ of the original's activations, params, FLOPs or measured runtime; ``pruning.conf
    ``pruning.reconstruct``), undone when it lowers the validation PSNR;
 4. **fine-tune** ``round_steps`` steps with the shared train loop (``nas.train``, resumable in
    ``DIR/round_<k>/``), gates frozen, distilling from the unpruned model: target =
-   ``(1 - gt_weight) * teacher(lr) + gt_weight * hr``.
+   ``(1 - gt_weight) * teacher(lr) + gt_weight * hr``; with ``feature_weight > 0`` also its block outputs
+   (``feature_targets``: L1 of the trunk features, hooked in the same passes; ``nas.train.features``).
 
 Then the gated model is shrunk to real smaller convs and fine-tuned ``final_steps`` more steps the same way
 (``DIR/final/``); ``DIR`` receives ``spec.yaml`` + ``weights.safetensors`` (a MODEL for every command) and the
@@ -45,7 +46,7 @@ from nas.errors import SrnasError
 from nas.io import remove_stale_temps
 from nas.measure.evaluate import mean_psnr
 from nas.models.spec import normalize_spec
-from nas.train import TrainConfig, TrainResult, train
+from nas.train import FeatureDistillation, FeatureLayer, TrainConfig, TrainResult, train
 from nas.zoo.resolve import load_model, save_model
 from pruning.calibrate import measure_candidate, reachable_minimum, round_goal
 from pruning.config import PruneConfig
@@ -71,7 +72,15 @@ from pruning.state import (
 )
 
 # PruneConfig: re-exported from pruning.config
-__all__ = ["STATE_FILE", "PruneConfig", "PruneResult", "final_fine_tune_config", "fine_tune_config", "prune"]
+__all__ = [
+    "STATE_FILE",
+    "PruneConfig",
+    "PruneResult",
+    "feature_targets",
+    "final_fine_tune_config",
+    "fine_tune_config",
+    "prune",
+]
 FINAL_DIR = "final"  # the final fine-tune's train folder in the output folder
 FINAL_SEED_OFFSET = 1000  # the final fine-tune's seed is cfg.seed + this
 
@@ -338,8 +347,33 @@ def final_fine_tune_config(cfg: PruneConfig) -> TrainConfig:
 def _fine_tune(run: _Run, model: nn.Module, folder: Path, tcfg: TrainConfig) -> TrainResult:
     """Distillation fine-tune with the shared loop (resumable in ``folder``)."""
     teacher_weight = 1.0 - run.cfg.gt_weight
-    teacher = run.teacher if teacher_weight > 0 else None
-    return train(model, run.data, tcfg, folder, val_data=run.val, teacher=teacher, teacher_weight=teacher_weight)
+    features = feature_targets(run.gated, model, run.cfg.feature_weight) if run.cfg.feature_weight > 0 else None
+    teacher = run.teacher if teacher_weight > 0 or features is not None else None
+    return train(
+        model,
+        run.data,
+        tcfg,
+        folder,
+        val_data=run.val,
+        teacher=teacher,
+        teacher_weight=teacher_weight,
+        features=features,
+    )
+
+
+def feature_targets(gated: GatedModel, model: nn.Module, weight: float) -> FeatureDistillation:
+    """Distil the unpruned model's block outputs (``SRNet.body[i]``) into ``model``: the gated model (the rounds)
+    or the network it shrinks to (the final fine-tune), on the channels the gates keep of each."""
+    alive = gated.unit_alive()
+    student = "model." if model is gated else ""  # the gated model's network is its ``model``
+    layers = []
+    for i in range(len(gated.model.body)):
+        units = gated.graph.module_outputs.get(f"body.{i}")
+        if units is None:
+            raise SrnasError(f"feature distillation: the channel analysis did not see the output of block {i}")
+        kept = tuple(int(c) for c in np.flatnonzero(alive[units]))
+        layers.append(FeatureLayer(f"{student}body.{i}", f"body.{i}", kept if model is gated else None, kept))
+    return FeatureDistillation(tuple(layers), weight, "l1")
 
 
 def _final(run: _Run) -> tuple[nn.Module, dict[str, Any], dict[str, Any], nn.Module | None]:

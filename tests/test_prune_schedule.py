@@ -166,6 +166,48 @@ def test_interrupted_runs_resume_to_the_same_result(smooth_pairs, tmp_path, monk
         prune(tiny_model(seed=1), None, cfg, out, train_data=smooth_pairs)
 
 
+def test_feature_distillation_prunes_end_to_end_and_resumes(smooth_pairs, tmp_path, monkeypatch, tiny_prune_config):
+    cfg = tiny_prune_config(target=0.55, feature_weight=0.5)
+    ref = prune(tiny_model(), None, cfg, tmp_path / "ref", train_data=smooth_pairs)
+    plain = prune(tiny_model(), None, tiny_prune_config(target=0.55), tmp_path / "plain", train_data=smooth_pairs)
+    assert _fraction(ref.model, "activations") <= 0.55 + 1e-9
+    assert not torch.equal(ref.model.body[0].c5.weight, plain.model.body[0].c5.weight)  # the loss differs
+    # the block outputs are matched on the channels the gates keep, in the rounds and after shrinking
+    seen = []
+    real_train = S.train
+
+    def spy(model, *args, features=None, **kw):
+        seen.append(features)
+        return real_train(model, *args, features=features, **kw)
+
+    monkeypatch.setattr(S, "train", spy)
+    real = S._fine_tune
+
+    def crash_in_final(run, model, folder, *args, **kw):
+        if folder.name == S.FINAL_DIR:
+            raise _Crash
+        return real(run, model, folder, *args, **kw)
+
+    monkeypatch.setattr(S, "_fine_tune", crash_in_final)
+    out = tmp_path / "run"
+    with pytest.raises(_Crash):
+        prune(tiny_model(), None, cfg, out, train_data=smooth_pairs)
+    monkeypatch.setattr(S, "_fine_tune", real)
+    result = prune(tiny_model(), None, cfg, out, train_data=smooth_pairs)
+    assert result.resumed
+    a, b = result.model.state_dict(), ref.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rounds, final = seen[0], seen[-1]
+    widths = [len(layer.teacher_channels) for layer in final.layers]
+    assert [layer.model for layer in rounds.layers] == ["model.body.0", "model.body.1"]
+    assert [layer.model for layer in final.layers] == ["body.0", "body.1"] and final.layers[0].model_channels is None
+    assert widths == [result.model.body[i].c5.out_channels for i in range(2)] and min(widths) < TINY["width"]
+    with pytest.raises(SrnasError, match="other pruning settings.*feature_weight"):
+        prune(tiny_model(), None, tiny_prune_config(target=0.55, feature_weight=1.0), out, train_data=smooth_pairs)
+    with pytest.raises(SrnasError, match="feature_weight must be"):
+        tiny_prune_config(feature_weight=-0.1)
+
+
 def test_proxy_calibration_line():
     points = [[100.0, 1.0], [20.0, 0.4]]  # runtime fraction = 0.25 + 0.0075 * proxy
     assert math.isclose(C.proxy_goal(points, 0.7), 60.0)
@@ -371,6 +413,7 @@ def test_cli_prune_writes_a_model_folder(smooth_pairs, tmp_path, capsys):
         ([], "got none"),
         (["--target-runtime", "1.5"], r"in \(0, 1\)"),
         (["--target-params", "0"], r"in \(0, 1\)"),
+        (["--target-params", "0.5", "--feature-weight", "-1"], r"--feature-weight: must be a number >= 0"),
     ],
 )
 def test_cli_bad_targets(tmp_path, capsys, extra, message):

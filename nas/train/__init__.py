@@ -2,7 +2,8 @@
 
 ``train(model, data, cfg, output_dir)`` (``nas.train.loop``) trains any module that maps [0, 1] LR
 images to [0, 1] HR images; ``TrainConfig`` / ``TrainResult``, the losses and the schedule are in
-``nas.train.config``; checkpoints, RNG states and the CSV log in ``nas.train.state``.
+``nas.train.config``; feature distillation (hooks matching a teacher's intermediate outputs) in
+``nas.train.features``; checkpoints, RNG states and the CSV log in ``nas.train.state``.
 """
 
 from nas.train.config import (
@@ -21,11 +22,14 @@ from nas.train.config import (
     loss_function,
     lr_at,
 )
+from nas.train.features import FeatureDistillation, FeatureLayer
 from nas.train.loop import train
 
 __all__ = [
     "BEST_FILE",
     "CHECKPOINT_FILE",
+    "FeatureDistillation",
+    "FeatureLayer",
     "LOG_FILE",
     "LOSSES",
     "OPTIMIZERS",

@@ -19,6 +19,7 @@ The schedule is a pure function of the step (``lr_at``), so it needs no state of
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ from nas.train.config import (
     lr_at,
     make_optimizer,
 )
+from nas.train.features import FeatureDistillation, FeatureHooks
 from nas.train.state import (
     TrainLog,
     TrainState,
@@ -70,6 +72,7 @@ def train(
     val_data: Sequence[Pair] | None = None,
     teacher: nn.Module | None = None,
     teacher_weight: float = 0.0,
+    features: FeatureDistillation | None = None,
     before_step: BeforeStep | None = None,
     on_step: OnStep | None = None,
     step_losses: StepLosses | None = None,
@@ -77,7 +80,10 @@ def train(
     """Train ``model`` in place on patches of ``train_data``, resuming from ``output_dir``'s checkpoint.
 
     ``teacher`` (frozen, eval mode): the target becomes ``w * teacher(lr) + (1 - w) * hr`` with
-    ``w = teacher_weight``. ``before_step(step)`` runs before each update (``step`` = 1..steps), e.g.
+    ``w = teacher_weight``. ``features`` (``nas.train.features``; weight > 0 needs the teacher and the single-loss
+    step): the loss gains ``weight *`` the mean distance of the named modules' outputs to the teacher's, captured
+    by forward hooks in the same passes (the teacher's pass also makes the image target), removed on return.
+    ``before_step(step)`` runs before each update (``step`` = 1..steps), e.g.
     to sample a supernet path with ``torch``'s RNG (restored on resume). ``on_step(step, stats)``
     runs after each update with ``stats = {"loss", "lr"}`` (+ ``"val_psnr"`` on validation steps);
     returning True stops training after a checkpoint. ``step_losses`` replaces the step's single
@@ -90,13 +96,20 @@ def train(
         raise SrnasError(f"teacher_weight must be in [0, 1], got {teacher_weight}")
     if teacher_weight > 0 and teacher is None:
         raise SrnasError("teacher_weight > 0 needs a teacher model")
-    run = _Run(model, train_data, cfg, Path(output_dir), teacher, teacher_weight)
-    if step_losses is not None:
-        run.step_losses = step_losses
-    resumed_from = run.state.step
-    if resumed_from >= cfg.steps:
-        return run.result(resumed_from, False, start_time)
-    stopped = run.loop(val_data, before_step, on_step)
+    features = features if features is not None and features.weight > 0 else None
+    if features is not None and (teacher is None or step_losses is not None):
+        raise SrnasError("feature distillation needs a teacher model and the default single-loss step")
+    run = _Run(model, train_data, cfg, Path(output_dir), teacher, teacher_weight, features)
+    try:
+        if step_losses is not None:
+            run.step_losses = step_losses
+        resumed_from = run.state.step
+        if resumed_from >= cfg.steps:
+            return run.result(resumed_from, False, start_time)
+        stopped = run.loop(val_data, before_step, on_step)
+    finally:
+        if run.hooks is not None:
+            run.hooks.remove()
     res = run.result(resumed_from, stopped, start_time)
     if not stopped:
         atomic_json(run.out_dir / RESULT_FILE, {**res.to_dict(), "config": run.meta["config"]})
@@ -114,6 +127,7 @@ class _Run:
         out_dir: Path,
         teacher: nn.Module | None,
         teacher_weight: float,
+        features: FeatureDistillation | None = None,
     ) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out_dir, recursive=False)  # a killed run's half-written checkpoint or log
@@ -122,14 +136,17 @@ class _Run:
         cuda = self.device.type == "cuda"
         self.use_amp, self.channels_last = cfg.amp and cuda, cfg.channels_last and cuda
         self.batches = PatchBatches(train_data, cfg.batch_size, cfg.patch_size, cfg.seed)
-        self.teacher = teacher if teacher is not None and teacher_weight > 0 else None
+        self.teacher = teacher if teacher is not None and (teacher_weight > 0 or features is not None) else None
         self.teacher_weight = teacher_weight
+        self.features = features
         self.meta = {
             "config": cfg.to_dict(),
             "scale": self.scale,
             "teacher_weight": float(teacher_weight),
             "has_teacher": self.teacher is not None,
         }
+        if features is not None:  # absent without: checkpoints of runs without it still match
+            self.meta["features"] = features.to_dict()
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -149,6 +166,7 @@ class _Run:
             seed_everything(cfg.seed)
             self.log = TrainLog(out_dir / LOG_FILE, resume_step=None)
         self.loss_acc = torch.zeros((), device=self.device)  # the losses since the last log row, on the device
+        self.hooks = FeatureHooks(model, self.teacher, features) if features is not None else None
 
     def loop(self, val_data: Sequence[Pair] | None, before_step: BeforeStep | None, on_step: OnStep | None) -> bool:
         """Run the remaining steps; True when ``on_step`` stopped the run (after a checkpoint)."""
@@ -196,21 +214,10 @@ class _Run:
             lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
         if before_step is not None:
             before_step(step)
-        target = hr_batch
-        if self.teacher is not None:
-            with torch.no_grad(), self._autocast():
-                w = self.teacher_weight
-                target = w * self.teacher(lr_batch).float() + (1 - w) * hr_batch
-        self.optimizer.zero_grad(set_to_none=True)
-        losses = self.step_losses(step, lr_batch, target)
-        total, count = torch.zeros((), device=self.device), 0
-        while True:
-            with self._autocast():  # the forward pass of the next loss; its backward pass outside autocast
-                loss = next(losses, None)
-            if loss is None:
-                break
-            self.scaler.scale(loss).backward()
-            total, count = total + loss.detach(), count + 1
+        with self.hooks.capturing() if self.hooks is not None else contextlib.nullcontext():
+            target = self._target(lr_batch, hr_batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            total, count = self._backward(self.step_losses(step, lr_batch, target))
         if count == 0:
             raise SrnasError(f"step {step}: step_losses yielded no loss")
         loss = total / count
@@ -224,6 +231,26 @@ class _Run:
         self.state.loss_count += 1
         return loss
 
+    def _target(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
+        """The step's target: the HR patches, mixed with the teacher's output when it has a share."""
+        if self.teacher is None:
+            return hr_batch
+        with torch.no_grad(), self._autocast():
+            out = self.teacher(lr_batch).float()  # also the pass that captures the teacher's features
+            w = self.teacher_weight
+            return w * out + (1 - w) * hr_batch if w > 0 else hr_batch
+
+    def _backward(self, losses: Iterator[torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Back-propagate each loss as it is drawn; (their detached sum, how many)."""
+        total, count = torch.zeros((), device=self.device), 0
+        while True:
+            with self._autocast():  # the forward pass of the next loss; its backward pass outside autocast
+                loss = next(losses, None)
+            if loss is None:
+                return total, count
+            self.scaler.scale(loss).backward()
+            total, count = total + loss.detach(), count + 1
+
     def _autocast(self) -> torch.autocast:
         return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp)
 
@@ -235,7 +262,10 @@ class _Run:
                 f"model output {tuple(out.shape)} does not match the HR patches {tuple(target.shape)}: "
                 f"is the model x{self.scale}?"
             )
-        yield self.loss_fn(out.float(), target)
+        loss = self.loss_fn(out.float(), target)
+        if self.hooks is not None and self.features is not None:
+            loss = loss + self.features.weight * self.hooks.loss()
+        yield loss
 
     def _after_update(
         self, step: int, lr_now: float, val_data: Sequence[Pair] | None, bar: Any

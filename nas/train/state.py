@@ -75,7 +75,7 @@ def load_checkpoint(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         for k in set(old["config"]) | set(new["config"])
         if k not in RESUMABLE_CHANGES and old["config"].get(k) != new["config"].get(k)
     )
-    diff += [k for k in ("scale", "teacher_weight", "has_teacher") if old.get(k) != new.get(k)]
+    diff += [k for k in ("scale", "teacher_weight", "has_teacher", "features") if old.get(k) != new.get(k)]
     if diff:
         details = ", ".join(
             f"{k}: {old['config'].get(k, old.get(k))!r} -> {new['config'].get(k, new.get(k))!r}" for k in diff

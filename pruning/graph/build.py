@@ -101,6 +101,7 @@ def assemble(tracer: Tracer) -> ChannelGraph:
         splits=[SplitInfo(m, i, [unit_of_node[p] for p in pieces]) for m, i, pieces in tracer.splits],
         calls=[CallInfo(p, k, i, unit_of_node[n] if n is not None else None) for p, k, i, n in tracer.calls],
         unknown_ops=tracer.unknown,
+        module_outputs={path: unit_of_node[n] for path, n in tracer.outputs.items()},
     )
 
 

@@ -45,7 +45,8 @@ class Tracer:
     """Channel nodes of every tensor the traced forward pass makes, and what the rules found.
 
     After the pass: ``convs`` (path -> in/out nodes, kind, calls), ``norms`` (BN/PReLU path -> nodes),
-    ``splits`` (declared splits: module, call index, pieces), ``calls`` (counted module calls),
+    ``splits`` (declared splits: module, call index, pieces), ``calls`` (counted module calls), ``outputs``
+    (every module's first output),
     ``uses`` / ``conv_out_tensor`` / ``bn_inputs`` (to place BatchNorms behind convs), ``unknown`` ops.
     """
 
@@ -71,6 +72,7 @@ class Tracer:
         self.splits: list[tuple[str, int, list[np.ndarray]]] = []
         self.split_count: Counter = Counter()
         self.calls: list[tuple[str, str, int, np.ndarray | None]] = []
+        self.outputs: dict[str, np.ndarray] = {}  # path -> nodes of the first call's (first) tensor output
         self.call_count: Counter = Counter()
         self.uses: Counter = Counter()
         self.conv_out_tensor: dict[int, str] = {}
@@ -134,6 +136,9 @@ class Tracer:
 
     def _post(self, path: str, module: nn.Module, out: Any) -> None:
         self.stack.pop()
+        first = out[0] if isinstance(out, tuple | list) and out else out
+        if path not in self.outputs and isinstance(first, torch.Tensor) and id(first) in self.tmap:
+            self.outputs[path] = self.tmap[id(first)]
         if not isinstance(module, COUNTED) or not isinstance(out, torch.Tensor):
             return
         kind = _call_kind(module)

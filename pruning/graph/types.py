@@ -92,6 +92,8 @@ class ChannelGraph:
     splits: list[SplitInfo]
     calls: list[CallInfo]
     unknown_ops: Counter
+    # per module path: the unit of each channel of its first call's output (the first tensor of a tuple)
+    module_outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def unit_private(self) -> np.ndarray:

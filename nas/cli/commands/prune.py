@@ -9,6 +9,7 @@ from pathlib import Path
 from nas.cli.commands._common import (
     check_output_dir,
     device_name,
+    non_negative_float,
     non_negative_int,
     open_fraction,
     positive_float,
@@ -28,7 +29,8 @@ Each round scores channels (Gate Decorator Taylor |g*dL/dg|, or L1 of weights), 
 (--cost), prunes the globally cheapest ones towards the target and fine-tunes briefly; after the last round
 the model is physically shrunk and fine-tuned again. Fine-tuning distils from the unpruned model (its outputs
 are the targets; --gt-weight mixes in the ground truth), so small or off-domain --data does not pull the model
-away from what it learned. --target-runtime is measured: each round's candidate is shrunk and timed on the
+away from what it learned; --feature-weight W also distils its block outputs (the trunk features, on the
+channels the pruned model keeps). --target-runtime is measured: each round's candidate is shrunk and timed on the
 device (median of --repeats), with steps chosen on the latency proxy calibrated to those measurements.
 DIR receives spec.yaml + weights.safetensors (a MODEL for every command), report.json / report.md (params,
 FLOPs, activations, #conv, measured runtime and PSNR before / after pruning / after fine-tuning) and
@@ -78,6 +80,13 @@ def register(sub) -> None:
     p.add_argument("--final-lr", type=positive_float, help="learning rate of the final fine-tune (default --lr)")
     p.add_argument(
         "--gt-weight", type=unit_fraction, default=d.gt_weight, help="ground-truth share of the target (0..1)"
+    )
+    p.add_argument(
+        "--feature-weight",
+        type=non_negative_float,
+        default=d.feature_weight,
+        metavar="W",
+        help="also distil the unpruned model's block outputs (trunk features): loss += W * their mean L1 (0: off)",
     )
     p.add_argument(
         "--reconstruct",
@@ -133,6 +142,7 @@ def run(args) -> int:
         lr=args.lr,
         final_lr=args.final_lr,
         gt_weight=args.gt_weight,
+        feature_weight=args.feature_weight,
         reconstruct=args.reconstruct,
         reconstruct_patches=args.reconstruct_patches,
         input_size=(3, args.size, args.size),
